@@ -1,0 +1,288 @@
+//! Settings shared by every binary, and the NATS connection built from them.
+//!
+//! Each group is a `clap::Args` struct that the binaries pull into their own `Config` with
+//! `#[command(flatten)]`. Every field has a flag and an environment variable of the same meaning
+//! (see `SPEC.md`); secrets are [`SecretString`] so that they never reach a log or a `Debug` dump.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::Error;
+
+/// Default NATS server list.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default subject, stream and bucket prefix.
+pub const DEFAULT_PREFIX: &str = "fleet";
+/// Default time results (and so id deduplication) are kept.
+pub const DEFAULT_RESULT_TTL: &str = "24h";
+/// Default port for `/metrics`, `/healthz` and `/readyz`.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+/// Default model name for LLM calls.
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+/// Default Azure OpenAI API version.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Default timeout of one LLM call.
+pub const DEFAULT_LLM_TIMEOUT: &str = "30s";
+
+/// Parses a duration such as `500ms`, `30s` or `24h`.
+///
+/// # Errors
+///
+/// Returns a message naming the accepted forms when the text is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s or 24h ({e})"))
+}
+
+fn parse_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
+/// Checks a fleet prefix: letters, digits, `-` and `_`.
+///
+/// # Errors
+///
+/// Returns a message saying which characters are allowed.
+pub fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a fleet prefix: use 1-32 letters, digits, `-` or `_`"
+        ))
+    }
+}
+
+/// How to reach NATS, and which fleet on it.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS servers, comma-separated (nats://host:port or tls://host:port).
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
+    pub nats_url: String,
+
+    /// Credentials (.creds) file with the user JWT and NKey seed.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// User name, with --nats-password.
+    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// Password, with --nats-user.
+    #[arg(long, env = "NATS_PASSWORD", value_parser = parse_secret, hide_env_values = true)]
+    pub nats_password: Option<SecretString>,
+
+    /// Authentication token.
+    #[arg(long, env = "NATS_TOKEN", value_parser = parse_secret, hide_env_values = true)]
+    pub nats_token: Option<SecretString>,
+
+    /// NKey seed (SU...) for NKey authentication.
+    #[arg(long, env = "NATS_NKEY", value_parser = parse_secret, hide_env_values = true)]
+    pub nats_nkey: Option<SecretString>,
+
+    /// PEM file of the certificate authority that signed the servers' TLS certificates; setting it
+    /// requires TLS.
+    #[arg(long, env = "NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+
+    /// Prefix of every subject, stream and bucket, so several fleets can share one account.
+    #[arg(long, env = "FLEET_PREFIX", default_value = DEFAULT_PREFIX, value_parser = parse_prefix)]
+    pub prefix: String,
+
+    /// Replicas of every stream and bucket the fleet creates (3 on a 3-node NATS cluster).
+    #[arg(long, env = "FLEET_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// How long results (and so id deduplication) are kept.
+    #[arg(long, env = "FLEET_RESULT_TTL", default_value = DEFAULT_RESULT_TTL, value_parser = parse_duration)]
+    pub result_ttl: Duration,
+}
+
+// === impl NatsArgs ===
+
+impl NatsArgs {
+    /// Connects to NATS with the configured authentication.
+    ///
+    /// Services pass `retry = true`: the client then keeps trying in the background, which is
+    /// what a pod that starts before its NATS server needs. The `fleet` client passes `false`
+    /// and fails at once, so a user sees "cannot reach NATS" instead of a hang.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when no server answers (without `retry`), [`Error::Credentials`] when
+    /// the credentials file cannot be read.
+    ///
+    /// ```no_run
+    /// # async fn f(args: fleet_common::config::NatsArgs) -> Result<(), fleet_common::Error> {
+    /// let client = args.connect("fleet-dispatcher", true).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self, name: &str, retry: bool) -> Result<async_nats::Client, Error> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(10)))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        if retry {
+            opts = opts.retry_on_initial_connect();
+        }
+        if let Some(path) = &self.nats_creds {
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|source| Error::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        if let (Some(user), Some(pass)) = (&self.nats_user, &self.nats_password) {
+            opts = opts.user_and_password(user.clone(), pass.expose_secret().to_owned());
+        }
+        if let Some(token) = &self.nats_token {
+            opts = opts.token(token.expose_secret().to_owned());
+        }
+        if let Some(seed) = &self.nats_nkey {
+            opts = opts.nkey(seed.expose_secret().to_owned());
+        }
+        if let Some(ca) = &self.nats_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        opts.connect(self.nats_url.as_str())
+            .await
+            .map_err(|source| Error::Connect {
+                url: redact_url(&self.nats_url),
+                source,
+            })
+    }
+}
+
+/// Removes any `user:password@` part from a server list before it is shown.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &u[..s], &u[at + 1..]),
+            (None, Some(at)) => format!("***@{}", &u[at + 1..]),
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with trace and request ids as fields.
+    Json,
+}
+
+/// How a process reports on itself: logs, traces, metrics and health.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format (`text` or `json`); RUST_LOG filters the lines.
+    #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Port of /metrics, /healthz and /readyz; 0 picks a free port and logs it.
+    #[arg(long, env = "FLEET_METRICS_PORT", default_value_t = DEFAULT_METRICS_PORT)]
+    pub metrics_port: u16,
+
+    /// OTLP collector endpoint (such as http://localhost:4317); unset, no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: `grpc` or `http/protobuf`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otlp_protocol: String,
+
+    /// Service name on the spans (default: fleet-dispatcher, fleet-worker or fleet-cli).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+}
+
+/// Which OpenAI-compatible server answers LLM calls, if any.
+#[derive(Debug, Clone, Args)]
+pub struct LlmArgs {
+    /// OpenAI API key (a local server needs none).
+    #[arg(long, env = "OPENAI_API_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub openai_api_key: Option<SecretString>,
+
+    /// Base URL of any OpenAI-compatible server (vLLM, Ollama, llama.cpp: http://host:port/v1).
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+
+    /// Azure OpenAI endpoint (https://NAME.openai.azure.com); used instead of OpenAI when set.
+    #[arg(long, env = "AZURE_OPENAI_ENDPOINT")]
+    pub azure_openai_endpoint: Option<String>,
+
+    /// Azure OpenAI API key.
+    #[arg(long, env = "AZURE_OPENAI_API_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub azure_openai_api_key: Option<SecretString>,
+
+    /// Azure OpenAI deployment name (default: the model name).
+    #[arg(long, env = "AZURE_OPENAI_DEPLOYMENT")]
+    pub azure_openai_deployment: Option<String>,
+
+    /// Azure OpenAI API version.
+    #[arg(long, env = "AZURE_OPENAI_API_VERSION", default_value = DEFAULT_AZURE_API_VERSION)]
+    pub azure_openai_api_version: String,
+
+    /// Model name sent to the server.
+    #[arg(long, env = "FLEET_LLM_MODEL", default_value = DEFAULT_LLM_MODEL)]
+    pub llm_model: String,
+
+    /// Timeout of one LLM call.
+    #[arg(long, env = "FLEET_LLM_TIMEOUT", default_value = DEFAULT_LLM_TIMEOUT, value_parser = parse_duration)]
+    pub llm_timeout: Duration,
+}
+
+// === impl LlmArgs ===
+
+impl LlmArgs {
+    /// Whether an LLM is configured at all.
+    pub fn is_configured(&self) -> bool {
+        self.openai_api_key.is_some()
+            || self.openai_base_url.is_some()
+            || self.azure_openai_endpoint.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(parse_prefix("fleet-a_1").is_ok());
+        assert!(parse_prefix("fleet.a").is_err());
+        assert!(parse_prefix("").is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("nats://u:p@h:4222,nats://h2:4222"),
+            "nats://***@h:4222,nats://h2:4222"
+        );
+    }
+}

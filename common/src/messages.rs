@@ -1,0 +1,400 @@
+//! The JSON messages of the fleet: requests, tasks, results and status records.
+//!
+//! These types are the wire contract of `SPEC.md`. Field names are part of the product: change
+//! them only with the spec.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// The longest request id a caller may give.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Header a caller may put the request id in (it wins over the body's `id`).
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// Dead-letter header: the request id.
+pub const REQUEST_ID_HEADER: &str = "Fleet-Request-Id";
+/// Dead-letter header: the task that was exhausted.
+pub const TASK_HEADER: &str = "Fleet-Task";
+/// Dead-letter header: a JSON list of the errors, one per attempt.
+pub const ERRORS_HEADER: &str = "Fleet-Errors";
+
+/// Now, as RFC 3339 text.
+pub fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Whether `id` is a valid request id: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// How the task of a request was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassifiedBy {
+    /// The LLM chose it from the catalog.
+    Llm,
+    /// The built-in rules chose it.
+    Rules,
+    /// The caller named it.
+    Explicit,
+}
+
+/// What kind of error ended (or delayed) a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be read: not UTF-8, not a valid object, missing fields, bad id.
+    BadRequest,
+    /// The request is larger than `FLEET_MAX_REQUEST_BYTES`.
+    TooLarge,
+    /// The task is not in the catalog.
+    UnknownTask,
+    /// The input does not pass the task's schema.
+    InvalidInput,
+    /// The task itself failed.
+    TaskError,
+    /// Every allowed attempt failed; the task is in the dead-letter queue.
+    Exhausted,
+    /// The task needs an LLM and none is configured.
+    NoLlm,
+}
+
+/// An error as results and status records carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The kind, for programs.
+    pub kind: ErrorKind,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+// === impl ErrorInfo ===
+
+impl ErrorInfo {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One failed attempt, as kept in the status record and the `Fleet-Errors` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The delivery number (1-based).
+    pub attempt: u32,
+    /// The error's kind.
+    pub kind: ErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A request as a caller sends it on `<prefix>.requests` in JSON form.
+///
+/// Plain UTF-8 text is also a request: it is the `text`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestBody {
+    /// Optional caller-chosen id (the `Nats-Msg-Id` header wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The natural-language request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A task named directly; the classifier is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The input of `task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Carried to the result untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// The task message the dispatcher publishes on `<prefix>.tasks.<task>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    /// The request's id.
+    pub request_id: String,
+    /// The task to run.
+    pub task: String,
+    /// Its input, valid against the task's schema.
+    pub input: Value,
+    /// How the task was chosen.
+    pub classified_by: ClassifiedBy,
+    /// The caller's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// The W3C trace id of the request's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When the dispatcher received the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<String>,
+}
+
+/// A request's final outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The task ran and produced an output.
+    Succeeded,
+    /// The task failed permanently.
+    Failed,
+    /// The request was bad and never ran.
+    Rejected,
+    /// Every attempt failed; the task is in the dead-letter queue.
+    Dead,
+}
+
+/// The one final result of a request, on `<prefix>.results.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// The request's id.
+    pub request_id: String,
+    /// The outcome.
+    pub status: Outcome,
+    /// What ran, as classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The task's input, as classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// The task's output, when `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// What went wrong, otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// How many deliveries it took (0 when rejected).
+    pub attempts: u32,
+    /// How the task was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classified_by: Option<ClassifiedBy>,
+    /// The W3C trace id: open it in Jaeger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The caller's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// The id the caller gave when it broke the rule (a generated id replaced it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_id: Option<String>,
+    /// The worker that produced the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When the result was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+// === impl TaskResult ===
+
+impl TaskResult {
+    /// A result for `task` with `status`; the caller fills in the rest.
+    pub fn for_task(task: &TaskMessage, status: Outcome, attempts: u32) -> Self {
+        Self {
+            request_id: task.request_id.clone(),
+            status,
+            task: Some(task.task.clone()),
+            input: Some(task.input.clone()),
+            output: None,
+            error: None,
+            attempts,
+            classified_by: Some(task.classified_by),
+            trace_id: task.trace_id.clone(),
+            metadata: task.metadata.clone(),
+            given_id: None,
+            worker: None,
+            finished_at: Some(now()),
+        }
+    }
+
+    /// The process exit code the `fleet` client uses for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            Outcome::Succeeded => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// A request's state in `<prefix>-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// The dispatcher has it.
+    Received,
+    /// Its task is on the tasks stream.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// An attempt failed and another will follow.
+    Retrying,
+    /// Final: succeeded.
+    Succeeded,
+    /// Final: failed permanently.
+    Failed,
+    /// Final: rejected, never ran.
+    Rejected,
+    /// Final: attempts exhausted, in the dead-letter queue.
+    Dead,
+}
+
+// === impl State ===
+
+impl State {
+    /// Whether no further state follows.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Succeeded | State::Failed | State::Rejected | State::Dead
+        )
+    }
+}
+
+impl From<Outcome> for State {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded => State::Succeeded,
+            Outcome::Failed => State::Failed,
+            Outcome::Rejected => State::Rejected,
+            Outcome::Dead => State::Dead,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// The status record of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The request's id.
+    pub request_id: String,
+    /// Where it is now.
+    pub state: State,
+    /// The task, once classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The current or last delivery number.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The worker that runs or ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The W3C trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// How the task was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classified_by: Option<ClassifiedBy>,
+    /// The errors of failed attempts, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<AttemptError>,
+    /// The final error, when the request ended without success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Stream sequence of the request message that created this record: a redelivery of the
+    /// same message carries the same sequence, a duplicate request another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_seq: Option<u64>,
+    /// When the request was received.
+    pub created_at: String,
+    /// When this record was last written.
+    pub updated_at: String,
+}
+
+// === impl StatusRecord ===
+
+impl StatusRecord {
+    /// A fresh record in `state`.
+    pub fn new(request_id: &str, state: State) -> Self {
+        let now = now();
+        Self {
+            request_id: request_id.to_owned(),
+            state,
+            task: None,
+            attempt: 0,
+            worker: None,
+            trace_id: None,
+            classified_by: None,
+            errors: Vec::new(),
+            error: None,
+            request_seq: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// The record of a task message's request in `state`.
+    pub fn for_task(task: &TaskMessage, state: State) -> Self {
+        let mut rec = Self::new(&task.request_id, state);
+        rec.task = Some(task.task.clone());
+        rec.trace_id = task.trace_id.clone();
+        rec.classified_by = Some(task.classified_by);
+        if let Some(at) = &task.received_at {
+            rec.created_at = at.clone();
+        }
+        rec
+    }
+
+    /// Moves to `state`, stamping the time.
+    pub fn moved_to(mut self, state: State) -> Self {
+        self.state = state;
+        self.updated_at = now();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_rule() {
+        assert!(is_valid_id("abc-DEF_123"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("has space"));
+        assert!(!is_valid_id(&"a".repeat(65)));
+        assert!(is_valid_id(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn results_serialise_as_the_spec_says() {
+        let task = TaskMessage {
+            request_id: "r1".into(),
+            task: "text.transform".into(),
+            input: serde_json::json!({"text": "x", "op": "upper"}),
+            classified_by: ClassifiedBy::Rules,
+            metadata: None,
+            trace_id: Some("abc".into()),
+            received_at: None,
+        };
+        let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);
+        r.output = Some(serde_json::json!({"text": "X"}));
+        let v = serde_json::to_value(&r).expect("serialise");
+        assert_eq!(v["status"], "succeeded");
+        assert_eq!(v["classified_by"], "rules");
+        assert_eq!(v["output"]["text"], "X");
+        assert!(v.get("error").is_none());
+        assert_eq!(State::Retrying.to_string(), "retrying");
+    }
+}

@@ -1,0 +1,168 @@
+//! Telemetry: logs, OpenTelemetry traces, and trace context carried in NATS headers.
+//!
+//! [`init`] sets up everything once per process: a `tracing` subscriber that prints logs (text
+//! or JSON) and turns spans into OpenTelemetry spans. Spans always get W3C trace ids, so results
+//! and status records carry a `trace_id` even when nothing is exported; with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set they are exported over OTLP (gRPC or HTTP).
+
+use async_nats::HeaderMap;
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::{
+    Error,
+    config::{LogFormat, TelemetryArgs},
+};
+
+/// Flushes and shuts the trace pipeline down when dropped: spans are not lost on exit.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    /// The provider every span goes through.
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("flushing spans failed: {e}");
+        }
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Sets up logs and traces for a process named `default_service` (unless `OTEL_SERVICE_NAME`
+/// says otherwise). Call it once, early in `main`, inside the Tokio runtime; keep the guard.
+///
+/// # Errors
+///
+/// [`Error::Telemetry`] when the OTLP exporter cannot be built or a subscriber is already set.
+///
+/// ```no_run
+/// # async fn f(args: fleet_common::config::TelemetryArgs) -> Result<(), fleet_common::Error> {
+/// let _guard = fleet_common::telemetry::init("fleet-worker", &args)?;
+/// # Ok(()) }
+/// ```
+pub fn init(default_service: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Error> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let service = args
+        .service_name
+        .clone()
+        .unwrap_or_else(|| default_service.to_owned());
+    let resource = Resource::builder().with_service_name(service.clone()).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        builder = builder.with_batch_exporter(exporter(endpoint, &args.otlp_protocol)?);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer(service);
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let result = match args.log_format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    result.map_err(|e| Error::Telemetry(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+#[cfg(feature = "otlp")]
+fn exporter(endpoint: &str, protocol: &str) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    let built = match protocol {
+        "http/protobuf" | "http" => SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .build(),
+        "grpc" | "" => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build(),
+        other => {
+            return Err(Error::Telemetry(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not supported: use grpc or http/protobuf"
+            )));
+        }
+    };
+    built.map_err(|e| Error::Telemetry(e.to_string()))
+}
+
+#[cfg(not(feature = "otlp"))]
+fn exporter(
+    _endpoint: &str,
+    _protocol: &str,
+) -> Result<opentelemetry_sdk::trace::InMemorySpanExporter, Error> {
+    Err(Error::Telemetry(
+        "this build has no OTLP exporter (feature `otlp` is off)".into(),
+    ))
+}
+
+/// The W3C trace id of the current span, as 32 hex digits, when it has one.
+pub fn current_trace_id() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// Writes the current span's `traceparent` and `tracestate` into NATS headers.
+pub fn inject(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// Reads `traceparent` and `tracestate` from NATS headers; an empty context when absent.
+pub fn extract(headers: Option<&HeaderMap>) -> Context {
+    match headers {
+        Some(h) => TraceContextPropagator::new().extract(&HeaderExtractor(h)),
+        None => Context::new(),
+    }
+}
+
+/// Makes `span` a child of the trace context in `headers`, when there is one.
+pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    let cx = extract(headers);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Lets the propagator write NATS headers.
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+/// Lets the propagator read NATS headers.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+    }
+}

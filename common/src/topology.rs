@@ -1,0 +1,288 @@
+//! Subjects, streams, buckets and consumers of one fleet, and their idempotent creation.
+//!
+//! Every name derives from the prefix (`FLEET_PREFIX`), so several fleets share one NATS account:
+//! subjects start with `<prefix>.`, streams are `<PREFIX>_REQUESTS` and so on (prefix upper-cased,
+//! `-` turned into `_`), buckets are `<prefix>-status` and `<prefix>-catalog`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    kv,
+    stream::{self, RetentionPolicy, StorageType},
+};
+
+use crate::{Error, config::NatsArgs};
+
+/// The JetStream duplicate window used for `Nats-Msg-Id` deduplication of requests and tasks.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The names of one fleet's subjects, streams, buckets and consumers.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// The subject prefix, such as `fleet`.
+    prefix: String,
+    /// The stream prefix, such as `FLEET`.
+    stream_prefix: String,
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// Names for a prefix that has been checked by [`crate::config::parse_prefix`].
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            stream_prefix: prefix.to_uppercase().replace('-', "_"),
+        }
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.requests`: where clients publish requests.
+    pub fn requests_subject(&self) -> String {
+        format!("{}.requests", self.prefix)
+    }
+
+    /// `<prefix>.tasks.<task>`: where the dispatcher publishes a task.
+    pub fn task_subject(&self, task: &str) -> String {
+        format!("{}.tasks.{task}", self.prefix)
+    }
+
+    /// `<prefix>.results.<id>`: the one final result of a request.
+    pub fn result_subject(&self, request_id: &str) -> String {
+        format!("{}.results.{request_id}", self.prefix)
+    }
+
+    /// `<prefix>.dlq.<task>`: dead letters of a task (`unreadable` for unreadable requests).
+    pub fn dlq_subject(&self, task: &str) -> String {
+        format!("{}.dlq.{task}", self.prefix)
+    }
+
+    /// The subject prefix of dead letters, `<prefix>.dlq.`.
+    pub fn dlq_prefix(&self) -> String {
+        format!("{}.dlq.", self.prefix)
+    }
+
+    /// `<PREFIX>_REQUESTS`.
+    pub fn requests_stream(&self) -> String {
+        format!("{}_REQUESTS", self.stream_prefix)
+    }
+
+    /// `<PREFIX>_TASKS`.
+    pub fn tasks_stream(&self) -> String {
+        format!("{}_TASKS", self.stream_prefix)
+    }
+
+    /// `<PREFIX>_RESULTS`.
+    pub fn results_stream(&self) -> String {
+        format!("{}_RESULTS", self.stream_prefix)
+    }
+
+    /// `<PREFIX>_DLQ`.
+    pub fn dlq_stream(&self) -> String {
+        format!("{}_DLQ", self.stream_prefix)
+    }
+
+    /// `<prefix>-status`: each request's current state.
+    pub fn status_bucket(&self) -> String {
+        format!("{}-status", self.prefix)
+    }
+
+    /// `<prefix>-catalog`: the tasks the workers run.
+    pub fn catalog_bucket(&self) -> String {
+        format!("{}-catalog", self.prefix)
+    }
+
+    /// The durable consumer all dispatchers share.
+    pub fn dispatcher_consumer(&self) -> &'static str {
+        "dispatcher"
+    }
+
+    /// The durable consumer all workers of one task share: `worker-<task>` with `.` as `_`.
+    pub fn worker_consumer(&self, task: &str) -> String {
+        format!("worker-{}", task.replace('.', "_"))
+    }
+}
+
+/// One fleet on one NATS connection: its names, JetStream context, and buckets.
+///
+/// Cheap to clone; every process builds one at start with [`Fleet::setup`].
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The connection, for plain subscriptions.
+    pub client: async_nats::Client,
+    /// The JetStream context every publish goes through.
+    pub js: jetstream::Context,
+    /// The names.
+    pub topology: Topology,
+    /// `<prefix>-status`.
+    pub status: kv::Store,
+    /// `<prefix>-catalog`.
+    pub catalog: kv::Store,
+    /// How long results are kept.
+    pub result_ttl: Duration,
+}
+
+// === impl Fleet ===
+
+impl Fleet {
+    /// Creates or updates the fleet's streams and buckets, then returns the handle.
+    ///
+    /// Whichever process starts first creates them; the others find them. Concurrent creation
+    /// is retried, so a whole fleet can start at once. Only features of nats-server 2.9 are used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when JetStream is not enabled or refuses the configuration.
+    pub async fn setup(client: async_nats::Client, args: &NatsArgs) -> Result<Self, Error> {
+        let topology = Topology::new(&args.prefix);
+        let js = jetstream::new(client.clone());
+        let replicas = args.stream_replicas.max(1);
+        let ttl = args.result_ttl;
+        let dup = DUPLICATE_WINDOW.min(ttl);
+
+        let streams = [
+            stream::Config {
+                name: topology.requests_stream(),
+                description: Some("fleet requests, consumed by the dispatchers".into()),
+                subjects: vec![topology.requests_subject()],
+                retention: RetentionPolicy::WorkQueue,
+                duplicate_window: dup,
+                ..Default::default()
+            },
+            stream::Config {
+                name: topology.tasks_stream(),
+                description: Some("fleet tasks, one durable consumer per task".into()),
+                subjects: vec![format!("{}.tasks.>", topology.prefix())],
+                retention: RetentionPolicy::WorkQueue,
+                duplicate_window: dup,
+                ..Default::default()
+            },
+            stream::Config {
+                name: topology.results_stream(),
+                description: Some("exactly one final result per request".into()),
+                subjects: vec![format!("{}.results.>", topology.prefix())],
+                max_age: ttl,
+                duplicate_window: dup,
+                allow_direct: true,
+                ..Default::default()
+            },
+            stream::Config {
+                name: topology.dlq_stream(),
+                description: Some("dead letters: exhausted tasks and unreadable requests".into()),
+                subjects: vec![format!("{}.dlq.>", topology.prefix())],
+                allow_direct: true,
+                ..Default::default()
+            },
+        ];
+        for mut config in streams {
+            config.storage = StorageType::File;
+            config.num_replicas = replicas;
+            let name = config.name.clone();
+            retry_setup(&format!("create stream {name}"), || {
+                let js = js.clone();
+                let config = config.clone();
+                async move { js.create_or_update_stream(config).await.map(|_| ()) }
+            })
+            .await?;
+        }
+
+        let status = bucket(
+            &js,
+            kv::Config {
+                bucket: topology.status_bucket(),
+                description: "each request's current state".into(),
+                history: 1,
+                // Status records outlive the result they describe: the terminal state is
+                // written after the result, so a duplicate id is recognised while either exists.
+                max_age: ttl,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let catalog = bucket(
+            &js,
+            kv::Config {
+                bucket: topology.catalog_bucket(),
+                description: "the tasks the workers run".into(),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+
+        Ok(Self {
+            client,
+            js,
+            topology,
+            status,
+            catalog,
+            result_ttl: ttl,
+        })
+    }
+
+    /// Checks that the streams still exist (for `/readyz`).
+    pub async fn streams_present(&self) -> bool {
+        for name in [
+            self.topology.requests_stream(),
+            self.topology.tasks_stream(),
+            self.topology.results_stream(),
+            self.topology.dlq_stream(),
+        ] {
+            if self.js.get_stream(&name).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
+    let op = format!("create bucket {}", config.bucket);
+    retry_setup(&op, || js.create_or_update_key_value(config.clone())).await
+}
+
+/// Runs a set-up call up to five times: processes starting together race to create the same
+/// stream, and the loser's first answer is an error.
+async fn retry_setup<T, F, Fut, E>(op: &str, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut last = String::new();
+    for attempt in 0..5u32 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::debug!(op, error = %e, attempt, "set-up failed, retrying");
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    Err(Error::js(op, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let t = Topology::new("my-fleet");
+        assert_eq!(t.requests_subject(), "my-fleet.requests");
+        assert_eq!(t.tasks_stream(), "MY_FLEET_TASKS");
+        assert_eq!(t.status_bucket(), "my-fleet-status");
+        assert_eq!(t.worker_consumer("text.transform"), "worker-text_transform");
+        assert_eq!(t.dlq_subject("unreadable"), "my-fleet.dlq.unreadable");
+    }
+}
