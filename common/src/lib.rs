@@ -7,19 +7,19 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: settings shared by every binary (`NatsArgs`, `TelemetryArgs`, `LlmArgs`) and
+//! - [`config`] - settings shared by every binary (`NatsArgs`, `TelemetryArgs`, `LlmArgs`) and
 //!   the NATS connection built from them.
-//! - [`topology`]: subjects, streams, buckets and consumers for a prefix, and their idempotent
+//! - [`topology`] - subjects, streams, buckets and consumers for a prefix, and their idempotent
 //!   creation ([`topology::Fleet`]).
-//! - [`messages`]: requests, task messages, results, status records and error kinds.
-//! - [`catalog`]: task specifications, schema validation and the `fleet-catalog` bucket.
-//! - [`store`]: exactly-once result storage, status records and the dead-letter queue.
-//! - [`pull`]: a bounded pull loop over a durable consumer, shared by dispatcher and workers.
-//! - [`llm`]: the OpenAI-compatible client (OpenAI, Azure OpenAI, local servers).
-//! - [`telemetry`]: tracing, OpenTelemetry export and trace propagation in NATS headers.
-//! - [`health`]: `/healthz`, `/readyz` and `/metrics`.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`error`]: the crate's error type.
+//! - [`messages`] - requests, task messages, results, status records and error kinds.
+//! - [`catalog`] - task specifications, schema validation and the `fleet-catalog` bucket.
+//! - [`store`] - exactly-once result storage, status records and the dead-letter queue.
+//! - [`pull`] - a bounded pull loop over a durable consumer, shared by dispatcher and workers.
+//! - [`llm`] - the OpenAI-compatible client (OpenAI, Azure OpenAI, local servers).
+//! - [`telemetry`] - tracing, OpenTelemetry export and trace propagation in NATS headers.
+//! - [`health`] - `/healthz`, `/readyz` and `/metrics`.
+//! - [`shutdown`] - SIGTERM/SIGINT handling.
+//! - [`error`] - the crate's error type.
 
 pub mod catalog;
 pub mod config;

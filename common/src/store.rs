@@ -31,10 +31,15 @@ pub enum Stored {
 /// Whether [`Fleet::create_status`] made a new record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
-    /// The id was new.
-    New,
-    /// A record for this id exists (it may be unreadable: `None`).
-    Exists(Option<Box<StatusRecord>>),
+    /// The id was new; the record's revision, for [`Fleet::update_status`].
+    New(u64),
+    /// A record for this id exists.
+    Exists {
+        /// The record (`None` when it cannot be read).
+        record: Option<Box<StatusRecord>>,
+        /// Its revision, for [`Fleet::update_status`].
+        revision: u64,
+    },
 }
 
 /// One message of the dead-letter queue.
@@ -159,12 +164,42 @@ impl Fleet {
     pub async fn create_status(&self, record: &StatusRecord) -> Result<Created, Error> {
         let body = encode_status(record)?;
         match self.status.create(&record.request_id, body).await {
-            Ok(_) => Ok(Created::New),
+            Ok(revision) => Ok(Created::New(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let existing = self.status_of(&record.request_id).await.unwrap_or(None).map(Box::new);
-                Ok(Created::Exists(existing))
+                let entry = self
+                    .status
+                    .entry(&record.request_id)
+                    .await
+                    .map_err(|e| Error::js("read status", e))?;
+                Ok(match entry {
+                    Some(entry) => Created::Exists {
+                        record: serde_json::from_slice(&entry.value).ok().map(Box::new),
+                        revision: entry.revision,
+                    },
+                    None => Created::Exists {
+                        record: None,
+                        revision: 0,
+                    },
+                })
             }
             Err(e) => Err(Error::js("create status", e)),
+        }
+    }
+
+    /// Writes a status record only if nobody wrote it since `revision`; returns whether it did.
+    ///
+    /// The dispatcher uses it to move `received` to `queued` without overwriting a worker's
+    /// `running` that got there first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the bucket cannot be written.
+    pub async fn update_status(&self, record: &StatusRecord, revision: u64) -> Result<bool, Error> {
+        let body = encode_status(record)?;
+        match self.status.update(&record.request_id, body, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(Error::js("update status", e)),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
+    consumer::pull,
     kv,
     stream::{self, RetentionPolicy, StorageType},
 };
@@ -227,6 +228,38 @@ impl Fleet {
             catalog,
             result_ttl: ttl,
         })
+    }
+
+    /// Binds the durable pull consumer `config` on `stream`, creating it when missing.
+    ///
+    /// When a consumer of that name exists with other settings that the server will not change,
+    /// the existing one is used and a warning says so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the consumer can be neither created nor found.
+    pub async fn durable_pull(
+        &self,
+        stream: &str,
+        config: pull::Config,
+    ) -> Result<jetstream::consumer::PullConsumer, Error> {
+        let name = config.durable_name.clone().unwrap_or_default();
+        let op = format!("create consumer {name} on {stream}");
+        match retry_setup(&op, || {
+            self.js
+                .create_consumer_on_stream(config.clone(), stream.to_owned())
+        })
+        .await
+        {
+            Ok(c) => Ok(c),
+            Err(create_err) => match self.js.get_consumer_from_stream(&name, stream).await {
+                Ok(c) => {
+                    tracing::warn!(consumer = %name, error = %create_err, "using the existing consumer; its settings differ from this process's");
+                    Ok(c)
+                }
+                Err(_) => Err(create_err),
+            },
+        }
     }
 
     /// Checks that the streams still exist (for `/readyz`).

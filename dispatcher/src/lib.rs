@@ -1,1 +1,398 @@
-//! stub
+//! The dispatcher: reads requests from `<prefix>.requests`, picks a task, publishes it.
+//!
+//! Several dispatchers share one durable pull consumer, so they split the requests between
+//! them; each handles up to `FLEET_CONCURRENCY` requests at once. A request is acknowledged only
+//! after its task (or its `rejected` result) is stored, so a crash anywhere leads to a
+//! redelivery, and the status record, keyed by the request id and stamped with the request's
+//! stream sequence, tells a redelivery (carry on) from a duplicate id (drop it).
+//!
+//! # Layout
+//!
+//! - [`config`] - settings.
+//! - [`intake`] - reading a request (text or JSON), its id, and rejections.
+//! - [`classifier`] - the `Classify` trait and the built-in rules.
+//! - [`publisher`] - publishing tasks and `rejected` results.
+//! - [`metrics`] - Prometheus counters.
+//! - [`error`] - the error type.
+
+pub mod classifier;
+pub mod config;
+pub mod error;
+pub mod intake;
+pub mod metrics;
+pub mod publisher;
+
+use std::{
+    future::Future,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use async_nats::jetstream::{AckKind, Message, consumer::{AckPolicy, pull}};
+use fleet_common::{
+    catalog::{self, Catalog, SharedCatalog, TaskSpec},
+    health::{self, Readiness},
+    messages::{ClassifiedBy, MSG_ID_HEADER, State, StatusRecord, TaskMessage, now},
+    store::Created,
+    telemetry,
+    topology::Fleet,
+};
+use prometheus_client::registry::Registry;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, field::Empty};
+
+pub use crate::{config::Config, error::Error};
+use crate::{
+    classifier::{Classify, Decision, Rules},
+    intake::{Body, Incoming},
+    metrics::Metrics,
+    publisher::Rejected,
+};
+
+/// Runs the dispatcher until `shutdown` completes, then drains within the grace period.
+///
+/// # Errors
+///
+/// [`Error::Fleet`] when NATS, the streams or the health port cannot be set up.
+///
+/// ```no_run
+/// # async fn f(config: fleet_dispatcher::Config) -> Result<(), fleet_dispatcher::Error> {
+/// fleet_dispatcher::run(config, fleet_common::shutdown::signal()).await
+/// # }
+/// ```
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let client = config.nats.connect("fleet-dispatcher", true).await?;
+    let fleet = Fleet::setup(client, &config.nats).await?;
+    let stop = CancellationToken::new();
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let readiness = Readiness::new(fleet.clone());
+    health::serve(
+        config.telemetry.metrics_port,
+        Arc::new(registry),
+        readiness.clone(),
+        stop.clone(),
+    )
+    .await?;
+
+    if config.llm.is_configured() {
+        tracing::warn!("an LLM is configured, but LLM routing is not built yet: the built-in rules route every request");
+    } else {
+        tracing::info!("no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests");
+    }
+    let classifier: Arc<dyn Classify> = Arc::new(Rules);
+
+    let shared: SharedCatalog = Arc::new(RwLock::new(Catalog::default()));
+    let (loaded_tx, mut loaded_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(catalog::watch(
+        fleet.clone(),
+        shared.clone(),
+        loaded_tx,
+        stop.clone(),
+    ));
+
+    tokio::pin!(shutdown);
+    // Requests wait in their stream until a worker has published the catalog: routing against an
+    // empty catalog would reject everything.
+    let mut announced = false;
+    loop {
+        let ready = *loaded_rx.borrow_and_update() && !read(&shared).is_empty();
+        if ready {
+            break;
+        }
+        if !announced {
+            tracing::info!("waiting for workers to publish the task catalog");
+            announced = true;
+        }
+        tokio::select! {
+            _ = &mut shutdown => { stop.cancel(); return Ok(()); }
+            _ = loaded_rx.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+
+    let consumer = fleet
+        .durable_pull(
+            &fleet.topology.requests_stream(),
+            pull::Config {
+                durable_name: Some(fleet.topology.dispatcher_consumer().to_owned()),
+                description: Some("shared by every dispatcher".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    readiness.set_ready(true);
+    let names: Vec<String> = read(&shared).specs().map(|s| s.name.clone()).collect();
+    tracing::info!(tasks = ?names, concurrency = config.concurrency, "dispatcher ready");
+
+    let dispatcher = Arc::new(Dispatcher {
+        fleet,
+        catalog: shared,
+        classifier,
+        max_request_bytes: config.max_request_bytes,
+        metrics,
+    });
+    let tracker = TaskTracker::new();
+    let pulling = tokio::spawn(fleet_common::pull::run(
+        consumer,
+        config.concurrency,
+        tracker.clone(),
+        stop.clone(),
+        move |msg| dispatcher.clone().handle(msg),
+    ));
+
+    shutdown.await;
+    readiness.set_ready(false);
+    stop.cancel();
+    let _ = pulling.await;
+    tracker.close();
+    if tokio::time::timeout(config.drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain grace ran out; unfinished requests redeliver to another dispatcher");
+    }
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+fn read(catalog: &SharedCatalog) -> std::sync::RwLockReadGuard<'_, Catalog> {
+    match catalog.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// What to do with a request message once handled.
+enum Disposition {
+    /// Done: its task or its result is stored.
+    Ack,
+    /// Try again later (NATS hiccup).
+    Retry,
+}
+
+/// Everything a request handler needs.
+struct Dispatcher {
+    /// NATS and the fleet's names.
+    fleet: Fleet,
+    /// The tasks that can be routed to.
+    catalog: SharedCatalog,
+    /// Picks tasks for natural-language requests.
+    classifier: Arc<dyn Classify>,
+    /// `FLEET_MAX_REQUEST_BYTES`.
+    max_request_bytes: usize,
+    /// Counters.
+    metrics: Metrics,
+}
+
+// === impl Dispatcher ===
+
+impl Dispatcher {
+    async fn handle(self: Arc<Self>, msg: Message) {
+        self.metrics.received.inc();
+        self.metrics.in_flight.inc();
+        let span = tracing::info_span!(
+            "fleet.receive",
+            otel.name = format!("{} receive", msg.subject),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "receive",
+            messaging.destination.name = %msg.subject,
+            request_id = Empty,
+            task = Empty,
+            classified_by = Empty,
+            trace_id = Empty,
+        );
+        telemetry::set_parent_from(&span, msg.headers.as_ref());
+        let disposition = match self.process(&msg).instrument(span.clone()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "request not handled; it will be redelivered");
+                Disposition::Retry
+            }
+        };
+        let ack = match disposition {
+            Disposition::Ack => msg.ack_with(AckKind::Ack).await,
+            Disposition::Retry => {
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
+            }
+        };
+        if let Err(e) = ack {
+            tracing::warn!(parent: &span, error = %e, "acknowledgement lost; the request redelivers and is recognised");
+        }
+        self.metrics.in_flight.dec();
+    }
+
+    async fn process(&self, msg: &Message) -> Result<Disposition, fleet_common::Error> {
+        let span = tracing::Span::current();
+        let (seq, generated) = match msg.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                format!(
+                    "r{:x}{:06x}",
+                    info.published.unix_timestamp_nanos(),
+                    info.stream_sequence
+                ),
+            ),
+            Err(_) => (0, format!("r{}", nuid::next())),
+        };
+        let header_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID_HEADER))
+            .map(|v| v.as_str());
+        let parsed = intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes);
+        let id = match &parsed {
+            Ok(incoming) => incoming.id.clone(),
+            Err(rejection) => rejection.id.clone(),
+        };
+        let trace_id = telemetry::current_trace_id();
+        span.record("request_id", id.as_str());
+        if let Some(t) = &trace_id {
+            span.record("trace_id", t.as_str());
+        }
+
+        let mut record = StatusRecord::new(&id, State::Received);
+        record.request_seq = Some(seq);
+        record.trace_id = trace_id.clone();
+        let revision = match self.fleet.create_status(&record).await? {
+            Created::New(revision) => revision,
+            Created::Exists {
+                record: Some(existing),
+                revision,
+            } if existing.request_seq == Some(seq) => {
+                if existing.state != State::Received {
+                    // A redelivery of a request whose task is already out.
+                    return Ok(Disposition::Ack);
+                }
+                revision
+            }
+            Created::Exists { .. } => {
+                self.metrics.duplicates.inc();
+                tracing::info!("duplicate request id: the first request's result stands, this one is dropped");
+                return Ok(Disposition::Ack);
+            }
+        };
+
+        let incoming = match parsed {
+            Ok(incoming) => incoming,
+            Err(rejection) => {
+                self.count_rejection(&rejection.error);
+                let raw = rejection
+                    .unreadable
+                    .then(|| (msg.headers.as_ref(), msg.payload.clone()));
+                publisher::reject(
+                    &self.fleet,
+                    Rejected {
+                        id: rejection.id,
+                        given_id: rejection.given_id,
+                        error: rejection.error,
+                        task: None,
+                        input: None,
+                        classified_by: None,
+                        metadata: rejection.metadata,
+                    },
+                    raw,
+                    trace_id,
+                )
+                .await?;
+                return Ok(Disposition::Ack);
+            }
+        };
+
+        let decision = self.decide(&incoming).await;
+        span.record("task", decision.task.as_str());
+        span.record("classified_by", tracing::field::debug(decision.by));
+        let checked = read(&self.catalog).check(&decision.task, &decision.input);
+        if let Err(error) = checked {
+            self.count_rejection(&error);
+            publisher::reject(
+                &self.fleet,
+                Rejected {
+                    id,
+                    given_id: None,
+                    error,
+                    task: Some(decision.task),
+                    input: Some(decision.input),
+                    classified_by: Some(decision.by),
+                    metadata: incoming.metadata,
+                },
+                None,
+                trace_id,
+            )
+            .await?;
+            return Ok(Disposition::Ack);
+        }
+        self.metrics
+            .classified
+            .get_or_create(&vec![("method", by_label(decision.by).to_owned())])
+            .inc();
+
+        let task = TaskMessage {
+            request_id: id,
+            task: decision.task,
+            input: decision.input,
+            classified_by: decision.by,
+            metadata: incoming.metadata,
+            trace_id,
+            received_at: Some(record.created_at.clone()),
+        };
+        publisher::publish_task(&self.fleet, &task).await?;
+        let mut queued = StatusRecord::for_task(&task, State::Queued);
+        queued.request_seq = Some(seq);
+        queued.updated_at = now();
+        // A worker may already have written `running`; never step back over it.
+        self.fleet.update_status(&queued, revision).await?;
+        tracing::info!(task = %task.task, "task queued");
+        Ok(Disposition::Ack)
+    }
+
+    async fn decide(&self, incoming: &Incoming) -> Decision {
+        match &incoming.body {
+            Body::Explicit { task, input } => Decision {
+                task: task.clone(),
+                input: input.clone(),
+                by: ClassifiedBy::Explicit,
+            },
+            Body::Text(text) => {
+                let specs: Vec<TaskSpec> = read(&self.catalog)
+                    .specs()
+                    .filter(|s| !s.explicit_only)
+                    .cloned()
+                    .collect();
+                match self.classifier.classify(text, &specs).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "classifier failed; the rules route this request");
+                        classifier::route(text)
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_rejection(&self, error: &fleet_common::messages::ErrorInfo) {
+        let kind = serde_json::to_value(error.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.metrics
+            .rejected
+            .get_or_create(&vec![("kind", kind)])
+            .inc();
+    }
+}
+
+fn by_label(by: ClassifiedBy) -> &'static str {
+    match by {
+        ClassifiedBy::Llm => "llm",
+        ClassifiedBy::Rules => "rules",
+        ClassifiedBy::Explicit => "explicit",
+    }
+}

@@ -1,1 +1,12 @@
-fn main() {}
+//! The `dispatcher` binary: parse settings, start telemetry, run until SIGTERM.
+
+use clap::Parser;
+use fleet_dispatcher::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = fleet_common::telemetry::init("fleet-dispatcher", &config.telemetry)?;
+    fleet_dispatcher::run(config, fleet_common::shutdown::signal()).await?;
+    Ok(())
+}
