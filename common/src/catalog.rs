@@ -74,9 +74,13 @@ impl Catalog {
     /// [`Error::Config`] when the task's input schema is not a valid JSON Schema.
     pub fn insert(&mut self, spec: TaskSpec) -> Result<(), Error> {
         let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
-            Error::Config(format!("task {} has an invalid input schema: {e}", spec.name))
+            Error::Config(format!(
+                "task {} has an invalid input schema: {e}",
+                spec.name
+            ))
         })?;
-        self.tasks.insert(spec.name.clone(), Entry { spec, validator });
+        self.tasks
+            .insert(spec.name.clone(), Entry { spec, validator });
         self.version += 1;
         Ok(())
     }
@@ -121,7 +125,11 @@ impl Catalog {
                 ErrorKind::UnknownTask,
                 format!(
                     "there is no task `{task}`; the catalog has: {}. Check the name, or start a worker that runs it.",
-                    if known.is_empty() { "no tasks yet".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "no tasks yet".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         };
@@ -228,7 +236,14 @@ pub async fn watch(
             }
         };
         // An empty bucket delivers nothing: the view is complete at once.
-        if fleet.catalog.status().await.map(|s| s.values()).unwrap_or(1) == 0 {
+        if fleet
+            .catalog
+            .status()
+            .await
+            .map(|s| s.values())
+            .unwrap_or(1)
+            == 0
+        {
             loaded.send_replace(true);
         }
         loop {
@@ -248,7 +263,9 @@ pub async fn watch(
                         .and_then(|spec| guard.insert(spec))
                     {
                         Ok(()) => tracing::info!(task = %entry.key, "task in catalog"),
-                        Err(e) => tracing::warn!(task = %entry.key, error = %e, "catalog entry ignored"),
+                        Err(e) => {
+                            tracing::warn!(task = %entry.key, error = %e, "catalog entry ignored")
+                        }
                     }
                 }
                 _ => {
@@ -290,7 +307,10 @@ mod tests {
     fn check_names_the_problem() {
         let mut c = Catalog::default();
         c.insert(spec()).expect("valid schema");
-        assert!(c.check("text.transform", &json!({"text": "a", "op": "upper"})).is_ok());
+        assert!(
+            c.check("text.transform", &json!({"text": "a", "op": "upper"}))
+                .is_ok()
+        );
         let e = c
             .check("text.transform", &json!({"text": "a", "op": "sideways"}))
             .expect_err("bad op");

@@ -107,7 +107,10 @@ pub async fn serve(
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     match shared.readiness.check().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

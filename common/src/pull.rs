@@ -15,8 +15,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// How long one pull request waits on the server for messages.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
-/// Pulls messages from `consumer` and runs `handle` on each, at most `concurrency` at a time,
-/// until `stop` is cancelled.
+/// Pulls messages from `consumer` and runs `handle` on each, at most as many at a time as
+/// `permits` allows (share one semaphore between loops to bound a whole process), until `stop`
+/// is cancelled.
 ///
 /// Handlers run on `tracker`, so the caller can wait for in-flight work after the loop returns.
 /// Only the wait for the next message races `stop`: a handler, once started, runs to its end.
@@ -24,7 +25,7 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// waiting for their ack deadline.
 pub async fn run<F, Fut>(
     consumer: PullConsumer,
-    concurrency: usize,
+    permits: Arc<Semaphore>,
     tracker: TaskTracker,
     stop: CancellationToken,
     handle: F,
@@ -32,7 +33,6 @@ pub async fn run<F, Fut>(
     F: Fn(Message) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let handle = Arc::new(handle);
     while !stop.is_cancelled() {
         let first = tokio::select! {

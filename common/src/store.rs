@@ -6,7 +6,9 @@
 
 use async_nats::{
     HeaderMap,
-    jetstream::{context::PublishErrorKind, kv, message::PublishMessage, stream::DirectGetErrorKind},
+    jetstream::{
+        context::PublishErrorKind, kv, message::PublishMessage, stream::DirectGetErrorKind,
+    },
 };
 use bytes::Bytes;
 
@@ -211,12 +213,14 @@ impl Fleet {
     /// not valid JSON.
     pub async fn status_of(&self, request_id: &str) -> Result<Option<StatusRecord>, Error> {
         match self.status.get(request_id).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::Decode {
-                    what: "status record",
-                    source,
-                }),
+            Ok(Some(bytes)) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::Decode {
+                        what: "status record",
+                        source,
+                    })
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(Error::js("read status", e)),
         }
@@ -290,11 +294,7 @@ impl Fleet {
                 Ok(msg) => {
                     next = msg.sequence + 1;
                     let subject = msg.subject.to_string();
-                    let header = |name: &str| {
-                        msg.headers
-                            .get(name)
-                            .map(|v| v.as_str().to_owned())
-                    };
+                    let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
                     out.push(DeadLetter {
                         stream_seq: msg.sequence,
                         task: subject.strip_prefix(&prefix).unwrap_or(&subject).to_owned(),

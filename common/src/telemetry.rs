@@ -54,7 +54,9 @@ pub fn init(default_service: &str, args: &TelemetryArgs) -> Result<TelemetryGuar
         .service_name
         .clone()
         .unwrap_or_else(|| default_service.to_owned());
-    let resource = Resource::builder().with_service_name(service.clone()).build();
+    let resource = Resource::builder()
+        .with_service_name(service.clone())
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         builder = builder.with_batch_exporter(exporter(endpoint, &args.otlp_protocol)?);

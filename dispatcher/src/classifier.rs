@@ -107,10 +107,12 @@ static OP_FIRST: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 static TAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s*(?:,?\s*(?:please|for me|thanks|thank you))*[\s.!?]*$").expect("valid regex")
+    Regex::new(r"(?i)\s*(?:,?\s*(?:please|for me|thanks|thank you))*[\s.!?]*$")
+        .expect("valid regex")
 });
 static CONNECTOR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s+(?:to|into|in|as|with|using)(?:\s+(?:all|its|an?|the))?\s*$").expect("valid regex")
+    Regex::new(r"(?i)\s+(?:to|into|in|as|with|using)(?:\s+(?:all|its|an?|the))?\s*$")
+        .expect("valid regex")
 });
 
 /// The rules' decision for `text` (always an answer: `chat` when nothing else fits).
@@ -156,9 +158,13 @@ fn transform(text: &str) -> Option<Decision> {
     let (op, op_match) = OPS
         .iter()
         .find_map(|(op, re)| re.find(text).map(|m| (*op, m)))?;
-    let quoted = QUOTED
-        .captures(text)
-        .and_then(|c| c.iter().skip(1).flatten().next().map(|m| m.as_str().to_owned()));
+    let quoted = QUOTED.captures(text).and_then(|c| {
+        c.iter()
+            .skip(1)
+            .flatten()
+            .next()
+            .map(|m| m.as_str().to_owned())
+    });
     let target = if let Some(q) = quoted {
         q
     } else {
@@ -179,7 +185,11 @@ fn extract_unquoted(text: &str, op_start: usize, op_end: usize) -> Option<String
     let clean = |s: &str| {
         let s = TAIL.replace(s.trim(), "");
         let s = CONNECTOR.replace(s.trim(), "");
-        let s = s.trim().trim_matches(|c| c == ',' || c == ';').trim().to_owned();
+        let s = s
+            .trim()
+            .trim_matches(|c| c == ',' || c == ';')
+            .trim()
+            .to_owned();
         (!s.is_empty()).then_some(s)
     };
     // "uppercase: some text" or "make this uppercase: some text"
@@ -242,11 +252,19 @@ mod tests {
         let cases = [
             ("Make the letter x uppercase", "x", "upper"),
             ("lowercase HELLO WORLD", "HELLO WORLD", "lower"),
-            ("please convert \"Hello There\" to lowercase", "Hello There", "lower"),
+            (
+                "please convert \"Hello There\" to lowercase",
+                "Hello There",
+                "lower",
+            ),
             ("make hello world uppercase", "hello world", "upper"),
             ("Reverse the string abc", "abc", "reverse"),
             ("uppercase: some text here", "some text here", "upper"),
-            ("Turn 'the quick brown fox' into title case", "the quick brown fox", "title"),
+            (
+                "Turn 'the quick brown fox' into title case",
+                "the quick brown fox",
+                "title",
+            ),
             ("can you capitalize the word paris?", "paris", "capitalize"),
             ("Convert ABC to lower case please", "ABC", "lower"),
         ];
@@ -258,9 +276,21 @@ mod tests {
             );
         }
         let repos = [
-            ("how many stars does rust-lang/rust have?", "rust-lang", "rust"),
-            ("contributors of https://github.com/tokio-rs/tokio", "tokio-rs", "tokio"),
-            ("Show me info about the repo nats-io/nats.rs.", "nats-io", "nats.rs"),
+            (
+                "how many stars does rust-lang/rust have?",
+                "rust-lang",
+                "rust",
+            ),
+            (
+                "contributors of https://github.com/tokio-rs/tokio",
+                "tokio-rs",
+                "tokio",
+            ),
+            (
+                "Show me info about the repo nats-io/nats.rs.",
+                "nats-io",
+                "nats.rs",
+            ),
         ];
         for (text, owner, repo) in repos {
             assert_eq!(

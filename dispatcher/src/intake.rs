@@ -235,15 +235,27 @@ mod tests {
 
     #[test]
     fn bad_input_is_rejected_with_the_right_kind() {
-        assert_eq!(err(&[0xff, 0xfe, b'a'], None).error.kind, ErrorKind::BadRequest);
+        assert_eq!(
+            err(&[0xff, 0xfe, b'a'], None).error.kind,
+            ErrorKind::BadRequest
+        );
         assert!(err(&[0xff], None).unreadable);
         let e = err(b"{not json", None);
         assert_eq!(e.error.kind, ErrorKind::BadRequest);
         assert!(e.unreadable);
         assert_eq!(err(b"[1,2]", None).error.kind, ErrorKind::BadRequest);
-        assert_eq!(err(br#"{"metadata":{}}"#, None).error.kind, ErrorKind::BadRequest);
-        assert_eq!(err(br#"{"text": 5}"#, None).error.kind, ErrorKind::BadRequest);
-        assert_eq!(err(&vec![b'a'; MAX + 1], None).error.kind, ErrorKind::TooLarge);
+        assert_eq!(
+            err(br#"{"metadata":{}}"#, None).error.kind,
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            err(br#"{"text": 5}"#, None).error.kind,
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            err(&vec![b'a'; MAX + 1], None).error.kind,
+            ErrorKind::TooLarge
+        );
         assert_eq!(err(b"   ", None).error.kind, ErrorKind::BadRequest);
     }
 

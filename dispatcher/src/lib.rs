@@ -28,7 +28,10 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{AckKind, Message, consumer::{AckPolicy, pull}};
+use async_nats::jetstream::{
+    AckKind, Message,
+    consumer::{AckPolicy, pull},
+};
 use fleet_common::{
     catalog::{self, Catalog, SharedCatalog, TaskSpec},
     health::{self, Readiness},
@@ -41,13 +44,13 @@ use prometheus_client::registry::Registry;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, field::Empty};
 
-pub use crate::{config::Config, error::Error};
 use crate::{
     classifier::{Classify, Decision, Rules},
     intake::{Body, Incoming},
     metrics::Metrics,
     publisher::Rejected,
 };
+pub use crate::{config::Config, error::Error};
 
 /// Runs the dispatcher until `shutdown` completes, then drains within the grace period.
 ///
@@ -78,9 +81,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .await?;
 
     if config.llm.is_configured() {
-        tracing::warn!("an LLM is configured, but LLM routing is not built yet: the built-in rules route every request");
+        tracing::warn!(
+            "an LLM is configured, but LLM routing is not built yet: the built-in rules route every request"
+        );
     } else {
-        tracing::info!("no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests");
+        tracing::info!(
+            "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
+        );
     }
     let classifier: Arc<dyn Classify> = Arc::new(Rules);
 
@@ -140,7 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let tracker = TaskTracker::new();
     let pulling = tokio::spawn(fleet_common::pull::run(
         consumer,
-        config.concurrency,
+        Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),
         tracker.clone(),
         stop.clone(),
         move |msg| dispatcher.clone().handle(msg),
@@ -275,7 +282,9 @@ impl Dispatcher {
             }
             Created::Exists { .. } => {
                 self.metrics.duplicates.inc();
-                tracing::info!("duplicate request id: the first request's result stands, this one is dropped");
+                tracing::info!(
+                    "duplicate request id: the first request's result stands, this one is dropped"
+                );
                 return Ok(Disposition::Ack);
             }
         };

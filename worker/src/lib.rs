@@ -1,1 +1,152 @@
-//! stub
+//! A fleet worker: runs tasks from JetStream and stores exactly one result per request.
+//!
+//! Each task has one durable pull consumer (`worker-<task>`) shared by every replica, so the
+//! replicas split the work. A worker runs at most `FLEET_CONCURRENCY` tasks at once across its
+//! consumers, sends in-progress acks while a task runs, NAKs retryable failures with an
+//! exponential, jittered delay, TERMs permanent ones, and moves exhausted tasks to the
+//! dead-letter queue. On SIGTERM it stops pulling, lets running tasks finish within
+//! `FLEET_DRAIN_GRACE`, gives back (NAK) what is still running, and exits.
+//!
+//! # Layout
+//!
+//! - [`config`] - settings.
+//! - [`tasks`] - the `Task` trait, the built-in tasks and their registry.
+//! - [`handler`] - one delivery: run, store the result, acknowledge.
+//! - [`retry`] - retry delays.
+//! - [`metrics`] - Prometheus metrics.
+//! - [`error`] - `TaskError` (the retry decision) and the worker's error.
+
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod metrics;
+pub mod retry;
+pub mod tasks;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use fleet_common::{
+    health::{self, Readiness},
+    topology::Fleet,
+};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use crate::{config::Config, error::Error};
+use crate::{handler::Handler, metrics::Metrics, retry::RetryPolicy};
+
+/// Runs the worker until `shutdown` completes, then drains within the grace period.
+///
+/// # Errors
+///
+/// [`Error::Fleet`] when NATS, the streams, the consumers or the health port cannot be set up;
+/// [`Error::UnknownTask`] when `FLEET_TASKS` names a task this worker does not have.
+///
+/// ```no_run
+/// # async fn f(config: fleet_worker::Config) -> Result<(), fleet_worker::Error> {
+/// fleet_worker::run(config, fleet_common::shutdown::signal()).await
+/// # }
+/// ```
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let http = reqwest::Client::builder()
+        .timeout(config.http_timeout)
+        .build()
+        .unwrap_or_default();
+    let registry = tasks::builtin(&config, http)
+        .only(&config.tasks)
+        .map_err(|(missing, known)| Error::UnknownTask(missing, known))?;
+    let worker_id = config.worker_id();
+
+    let client = config.nats.connect("fleet-worker", true).await?;
+    let fleet = Fleet::setup(client, &config.nats).await?;
+    let stop = CancellationToken::new();
+
+    let metrics = Metrics::default();
+    let mut metrics_registry = MetricsRegistry::default();
+    metrics.register(&mut metrics_registry);
+    let readiness = Readiness::new(fleet.clone());
+    health::serve(
+        config.telemetry.metrics_port,
+        Arc::new(metrics_registry),
+        readiness.clone(),
+        stop.clone(),
+    )
+    .await?;
+
+    let mut consumers = Vec::new();
+    for name in registry.names() {
+        let Some(task) = registry.get(&name) else {
+            continue;
+        };
+        let consumer = fleet
+            .durable_pull(
+                &fleet.topology.tasks_stream(),
+                pull::Config {
+                    durable_name: Some(fleet.topology.worker_consumer(&name)),
+                    description: Some(format!("shared by every worker running {name}")),
+                    filter_subject: fleet.topology.task_subject(&name),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    // The worker counts attempts itself and moves the last one to the DLQ, so
+                    // the server must keep redelivering (a killed worker's attempt included).
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // Publish the catalog entry only once the consumer exists, so a routed task always has
+        // somewhere to wait.
+        fleet.publish_task_spec(&task.spec()).await?;
+        consumers.push(consumer);
+    }
+    readiness.set_ready(true);
+    tracing::info!(worker = %worker_id, tasks = ?registry.names(), concurrency = config.concurrency, "worker ready");
+
+    let hard_stop = CancellationToken::new();
+    let handler = Arc::new(Handler {
+        fleet,
+        registry,
+        retry: RetryPolicy {
+            min: config.backoff_min,
+            max: config.backoff_max,
+        },
+        max_attempts: config.max_attempts.max(1),
+        ack_wait: config.ack_wait,
+        worker_id,
+        metrics,
+        hard_stop: hard_stop.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    let mut pulls = Vec::new();
+    for consumer in consumers {
+        let handler = handler.clone();
+        pulls.push(tokio::spawn(fleet_common::pull::run(
+            consumer,
+            permits.clone(),
+            tracker.clone(),
+            stop.clone(),
+            move |msg| handler.clone().handle(msg),
+        )));
+    }
+
+    shutdown.await;
+    readiness.set_ready(false);
+    stop.cancel();
+    for pull in pulls {
+        let _ = pull.await;
+    }
+    tracker.close();
+    tracing::info!(in_flight = tracker.len(), grace = ?config.drain_grace, "draining");
+    if tokio::time::timeout(config.drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The tasks a worker can run, and the one place they are registered.
+//!
+//! A task is one Rust type implementing [`Task`]: a name, a description, an input type whose
+//! JSON Schema is derived with schemars, and an async `run`. [`builtin`] registers them; the
+//! worker publishes each one's [`TaskSpec`] to the catalog, so the dispatcher can route to it.
+
+mod chat;
+mod github;
+mod text;
+
+use std::{collections::BTreeMap, future::Future, sync::Arc};
+
+use fleet_common::{catalog::TaskSpec, llm::Llm, messages::ErrorKind};
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use self::{chat::Chat, github::GithubRepoInfo, text::TextTransform};
+use crate::{config::Config, error::TaskError};
+
+/// One kind of work.
+pub trait Task: Send + Sync + 'static {
+    /// The input; its JSON Schema is the catalog's `input_schema`.
+    type Input: DeserializeOwned + JsonSchema + Send;
+
+    /// The task's name, such as `text.transform`.
+    const NAME: &'static str;
+    /// What it does, for people and the LLM.
+    const DESCRIPTION: &'static str;
+    /// What its output holds.
+    const OUTPUT: &'static str;
+    /// Example requests that should route to it.
+    const EXAMPLES: &'static [&'static str] = &[];
+    /// Whether only explicit requests may run it.
+    const EXPLICIT_ONLY: bool = false;
+
+    /// Runs the task.
+    fn run(&self, input: Self::Input) -> impl Future<Output = Result<Value, TaskError>> + Send;
+}
+
+/// A task with its types erased, so different tasks share one registry.
+pub trait DynTask: Send + Sync {
+    /// The catalog entry.
+    fn spec(&self) -> TaskSpec;
+    /// Decodes the input and runs the task.
+    fn call(&self, input: Value) -> BoxFuture<'_, Result<Value, TaskError>>;
+}
+
+impl<T: Task> DynTask for T {
+    fn spec(&self) -> TaskSpec {
+        let schema = schemars::schema_for!(T::Input);
+        TaskSpec {
+            name: T::NAME.to_owned(),
+            description: T::DESCRIPTION.to_owned(),
+            input_schema: serde_json::to_value(&schema).unwrap_or(Value::Null),
+            output: T::OUTPUT.to_owned(),
+            examples: T::EXAMPLES.iter().map(|s| (*s).to_owned()).collect(),
+            explicit_only: T::EXPLICIT_ONLY,
+        }
+    }
+
+    fn call(&self, input: Value) -> BoxFuture<'_, Result<Value, TaskError>> {
+        Box::pin(async move {
+            let input: T::Input = serde_json::from_value(input).map_err(|e| TaskError::Abort {
+                kind: ErrorKind::InvalidInput,
+                message: format!("the input of `{}` cannot be read: {e}", T::NAME),
+            })?;
+            self.run(input).await
+        })
+    }
+}
+
+/// The tasks of one worker, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// Tasks by name.
+    tasks: BTreeMap<String, Arc<dyn DynTask>>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Adds a task.
+    pub fn register<T: Task>(&mut self, task: T) {
+        self.tasks.insert(T::NAME.to_owned(), Arc::new(task));
+    }
+
+    /// A task by name.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn DynTask>> {
+        self.tasks.get(name).cloned()
+    }
+
+    /// Every task's name.
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    /// Keeps only the tasks named in `keep` (all when it is empty).
+    ///
+    /// # Errors
+    ///
+    /// The first name that is not a task, with the names that are.
+    pub fn only(mut self, keep: &[String]) -> Result<Self, (String, String)> {
+        if keep.is_empty() {
+            return Ok(self);
+        }
+        let keep: Vec<String> = keep
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(missing) = keep.iter().find(|k| !self.tasks.contains_key(*k)) {
+            return Err((missing.clone(), self.names().join(", ")));
+        }
+        self.tasks.retain(|name, _| keep.contains(name));
+        Ok(self)
+    }
+}
+
+/// The built-in tasks: the one place a task is registered.
+pub fn builtin(config: &Config, http: reqwest::Client) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(GithubRepoInfo::new(
+        http,
+        &config.github_api_url,
+        config.github_token.clone(),
+    ));
+    registry.register(TextTransform);
+    registry.register(Chat::new(Llm::from_args(&config.llm)));
+    registry
+}
