@@ -1,1 +1,41 @@
-fn main() {}
+//! `fleet`: the fleet's command-line client.
+//!
+//! Submits requests, follows them to their result, and inspects status, the catalog and the
+//! dead-letter queue. Exit codes: 0 succeeded, 1 failed / rejected / dead (or not found),
+//! 2 usage, 3 timed out waiting, 4 cannot reach NATS.
+//!
+//! # Layout
+//!
+//! - `commands` - the command line.
+//! - `submit` - `submit`, `watch` and the wait loop.
+//! - `inspect` - `status`, `catalog`, `trace`.
+//! - `dlq` - `dlq list`, `dlq replay`.
+//! - `output` - printing results and states.
+
+mod commands;
+mod dlq;
+mod inspect;
+mod output;
+mod submit;
+
+use clap::Parser;
+
+use crate::commands::Cli;
+
+/// Exit code: the request succeeded (or the command did its job).
+pub(crate) const EXIT_OK: i32 = 0;
+/// Exit code: failed, rejected, dead, or not found.
+pub(crate) const EXIT_FAILED: i32 = 1;
+/// Exit code: bad usage.
+pub(crate) const EXIT_USAGE: i32 = 2;
+/// Exit code: timed out waiting.
+pub(crate) const EXIT_TIMEOUT: i32 = 3;
+/// Exit code: NATS cannot be reached (or the fleet is not on it).
+pub(crate) const EXIT_NO_NATS: i32 = 4;
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = commands::run(cli).await;
+    std::process::exit(code);
+}

@@ -262,6 +262,40 @@ impl Fleet {
         }
     }
 
+    /// Opens a fleet that a dispatcher or worker has set up, changing nothing (for the client).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the fleet's buckets do not exist on this NATS.
+    pub async fn bind(client: async_nats::Client, args: &NatsArgs) -> Result<Self, Error> {
+        let topology = Topology::new(&args.prefix);
+        let js = jetstream::new(client.clone());
+        let open = |name: String| {
+            let js = js.clone();
+            async move {
+                js.get_key_value(&name).await.map_err(|e| {
+                    Error::js(
+                        format!("open bucket {name}"),
+                        format!(
+                            "{e}; is a dispatcher or worker of fleet `{}` running on this NATS?",
+                            args.prefix
+                        ),
+                    )
+                })
+            }
+        };
+        let status = open(topology.status_bucket()).await?;
+        let catalog = open(topology.catalog_bucket()).await?;
+        Ok(Self {
+            client,
+            js,
+            topology,
+            status,
+            catalog,
+            result_ttl: args.result_ttl,
+        })
+    }
+
     /// Checks that the streams still exist (for `/readyz`).
     pub async fn streams_present(&self) -> bool {
         for name in [
@@ -278,9 +312,42 @@ impl Fleet {
     }
 }
 
+/// Creates or updates a KV bucket's stream directly (the layout of ADR-8), then opens it.
+///
+/// async-nats' own `create_or_update_key_value` first asks for the account's info, whose answer
+/// from nats-server 2.9 it cannot read; the stream layout is the same either way.
 async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
-    let op = format!("create bucket {}", config.bucket);
-    retry_setup(&op, || js.create_or_update_key_value(config.clone())).await
+    let bucket = config.bucket.clone();
+    let stream = stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(config.description.clone()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_age: config.max_age,
+        storage: config.storage,
+        num_replicas: config.num_replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: if config.max_age.is_zero() {
+            DUPLICATE_WINDOW
+        } else {
+            DUPLICATE_WINDOW.min(config.max_age)
+        },
+        ..Default::default()
+    };
+    let op = format!("create bucket {bucket}");
+    retry_setup(&op, || {
+        let js = js.clone();
+        let stream = stream.clone();
+        async move { js.create_or_update_stream(stream).await.map(|_| ()) }
+    })
+    .await?;
+    retry_setup(&format!("open bucket {bucket}"), || {
+        js.get_key_value(bucket.clone())
+    })
+    .await
 }
 
 /// Runs a set-up call up to five times: processes starting together race to create the same

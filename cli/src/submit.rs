@@ -1,0 +1,210 @@
+//! `fleet submit` and `fleet watch`: send a request, follow it to its result.
+
+use std::time::Duration;
+
+use async_nats::{HeaderMap, jetstream::kv::Operation};
+use clap::Args;
+use fleet_common::{
+    config::parse_duration,
+    messages::{MSG_ID_HEADER, RequestBody, StatusRecord, is_valid_id},
+    topology::Fleet,
+};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::{
+    EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,
+    commands::DEFAULT_TIMEOUT,
+    output::{print_result, print_state},
+};
+
+/// `fleet submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// What you want done, in words (routed by the classifier).
+    #[arg(required_unless_present = "task", conflicts_with = "task")]
+    text: Option<String>,
+    /// Name a task directly (see `fleet catalog`); the classifier is skipped.
+    #[arg(long, requires = "input")]
+    task: Option<String>,
+    /// The task's input, a JSON object.
+    #[arg(long, requires = "task")]
+    input: Option<String>,
+    /// The request id (1-64 of A-Z a-z 0-9 - _); generated when absent.
+    #[arg(long)]
+    id: Option<String>,
+    /// Metadata carried to the result, a JSON object.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Show the state as it changes, then the result.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait, give up after this long (exit code 3).
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print JSON (with --wait: only the result).
+    #[arg(long)]
+    json: bool,
+}
+
+fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(format!("{flag} must be a JSON object")),
+        Err(e) => Err(format!("{flag} is not valid JSON: {e}")),
+    }
+}
+
+/// Runs `fleet submit`.
+pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs) -> i32 {
+    let id = args.id.clone().unwrap_or_else(|| nuid::next().to_string());
+    if !is_valid_id(&id) {
+        eprintln!("fleet: --id `{id}` is not valid: use 1 to 64 letters, digits, `-` or `_`");
+        return EXIT_USAGE;
+    }
+    let mut body = RequestBody {
+        id: Some(id.clone()),
+        text: args.text.clone(),
+        task: args.task.clone(),
+        ..Default::default()
+    };
+    if let Some(input) = &args.input {
+        match json_object("--input", input) {
+            Ok(map) => body.input = Some(Value::Object(map)),
+            Err(e) => {
+                eprintln!("fleet: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    if let Some(meta) = &args.metadata {
+        match json_object("--metadata", meta) {
+            Ok(map) => body.metadata = Some(map),
+            Err(e) => {
+                eprintln!("fleet: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let payload = match serde_json::to_vec(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fleet: cannot encode the request: {e}");
+            return EXIT_USAGE;
+        }
+    };
+
+    // Watch before publishing, so no state change is missed.
+    let watch = if args.wait {
+        match fleet.status.watch_with_history(&id).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("fleet: cannot watch the request's status: {e}");
+                return EXIT_NO_NATS;
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut headers = HeaderMap::new();
+    headers.insert(MSG_ID_HEADER, id.as_str());
+    let published = match fleet
+        .js
+        .publish_with_headers(fleet.topology.requests_subject(), headers, payload.into())
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        eprintln!("fleet: the request was not accepted by NATS: {e}");
+        return EXIT_NO_NATS;
+    }
+
+    match watch {
+        None => {
+            if args.json {
+                println!("{}", serde_json::json!({ "request_id": id }));
+            } else {
+                println!("{id}");
+            }
+            EXIT_OK
+        }
+        Some(watch) => {
+            if !args.json {
+                println!("request_id: {id}");
+            }
+            follow(fleet, &id, watch, args.timeout, args.json).await
+        }
+    }
+}
+
+/// Runs `fleet watch`.
+pub(crate) async fn watch(fleet: &Fleet, id: &str, timeout: Duration, json: bool) -> i32 {
+    match fleet.status.watch_with_history(id).await {
+        Ok(w) => follow(fleet, id, w, timeout, json).await,
+        Err(e) => {
+            eprintln!("fleet: cannot watch the request's status: {e}");
+            EXIT_NO_NATS
+        }
+    }
+}
+
+/// Prints each state change until a final one, then the result.
+async fn follow(
+    fleet: &Fleet,
+    id: &str,
+    mut watch: async_nats::jetstream::kv::Watch,
+    timeout: Duration,
+    json: bool,
+) -> i32 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, watch.next()).await;
+        let entry = match next {
+            Err(_) => {
+                eprintln!(
+                    "fleet: no result for {id} after {timeout:?}; `fleet watch {id}` keeps following it"
+                );
+                return EXIT_TIMEOUT;
+            }
+            Ok(None) => {
+                eprintln!("fleet: the status watch ended; `fleet watch {id}` follows it again");
+                return EXIT_NO_NATS;
+            }
+            Ok(Some(Err(e))) => {
+                eprintln!("fleet: the status watch failed: {e}");
+                return EXIT_NO_NATS;
+            }
+            Ok(Some(Ok(entry))) => entry,
+        };
+        if entry.operation != Operation::Put {
+            continue;
+        }
+        let Ok(record) = serde_json::from_slice::<StatusRecord>(&entry.value) else {
+            continue;
+        };
+        if !json {
+            print_state(&record);
+        }
+        if record.state.is_terminal() {
+            break;
+        }
+    }
+    // The result is stored before the final state, so it is there now.
+    for _ in 0..20 {
+        match fleet.result(id).await {
+            Ok(Some(result)) => return print_result(&result, json),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                eprintln!("fleet: cannot read the result: {e}");
+                return EXIT_NO_NATS;
+            }
+        }
+    }
+    eprintln!(
+        "fleet: {id} reached a final state but its result is gone (older than FLEET_RESULT_TTL?)"
+    );
+    EXIT_FAILED
+}
