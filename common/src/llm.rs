@@ -172,11 +172,40 @@ impl Llm {
         if request.model.is_empty() {
             request.model = self.model.clone();
         }
-        let response = match &self.backend {
-            Backend::OpenAi(c) => c.chat().create(request).await?,
-            Backend::Azure(c) => c.chat().create(request).await?,
+        let span = tracing::info_span!(
+            "gen_ai.chat",
+            otel.name = format!("chat {}", request.model),
+            otel.kind = "client",
+            gen_ai.system = self.system,
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %request.model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let call = async {
+            let response = match &self.backend {
+                Backend::OpenAi(c) => c.chat().create(request).await,
+                Backend::Azure(c) => c.chat().create(request).await,
+            };
+            let span = tracing::Span::current();
+            match response {
+                Ok(response) => {
+                    span.record("gen_ai.response.model", response.model.as_str());
+                    if let Some(usage) = &response.usage {
+                        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+                        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+                    }
+                    Ok(response)
+                }
+                Err(e) => {
+                    let e = LlmError::from(e);
+                    crate::telemetry::record_error(&e.to_string());
+                    Err(e)
+                }
+            }
         };
-        Ok(response)
+        tracing::Instrument::instrument(call, span).await
     }
 
     /// Asks a plain question and returns the answer text.

@@ -11,6 +11,7 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::{
     Error,
@@ -75,27 +76,44 @@ impl Fleet {
     pub async fn store_result(
         &self,
         result: &TaskResult,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
     ) -> Result<Stored, Error> {
         let subject = self.topology.result_subject(&result.request_id);
-        let body = serde_json::to_vec(result).map_err(|source| Error::Decode {
-            what: "result",
-            source,
-        })?;
-        let publish = PublishMessage::build()
-            .payload(body.into())
-            .headers(headers)
-            .expected_last_subject_sequence(0);
-        let ack = self
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| Error::js("publish result", e))?;
-        match ack.await {
-            Ok(_) => Ok(Stored::New),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Stored::AlreadyStored),
-            Err(e) => Err(Error::js("store result", e)),
+        let span = tracing::info_span!(
+            "fleet.result",
+            otel.name = format!("{subject} publish"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %subject,
+            fleet.outcome = ?result.status,
+        );
+        async {
+            crate::telemetry::inject(&mut headers);
+            let body = serde_json::to_vec(result).map_err(|source| Error::Decode {
+                what: "result",
+                source,
+            })?;
+            let publish = PublishMessage::build()
+                .payload(body.into())
+                .headers(headers)
+                .expected_last_subject_sequence(0);
+            let ack = self
+                .js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| Error::js("publish result", e))?;
+            match ack.await {
+                Ok(_) => Ok(Stored::New),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::info!("a result for this request is stored already; it stands");
+                    Ok(Stored::AlreadyStored)
+                }
+                Err(e) => Err(Error::js("store result", e)),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// The stored result of a request, if there is one.
@@ -259,13 +277,27 @@ impl Fleet {
         }
         let errors = serde_json::to_string(errors).unwrap_or_else(|_| "[]".into());
         headers.insert(ERRORS_HEADER, errors.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(self.topology.dlq_subject(task), headers, payload)
-            .await
-            .map_err(|e| Error::js("publish dead letter", e))?;
-        ack.await.map_err(|e| Error::js("store dead letter", e))?;
-        Ok(())
+        let subject = self.topology.dlq_subject(task);
+        let span = tracing::info_span!(
+            "fleet.dead_letter",
+            otel.name = format!("{subject} publish"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %subject,
+            fleet.attempts = errors.len(),
+        );
+        async {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| Error::js("publish dead letter", e))?;
+            ack.await.map_err(|e| Error::js("store dead letter", e))?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Lists the dead letters, optionally of one task.

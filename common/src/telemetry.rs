@@ -77,7 +77,7 @@ pub fn init(default_service: &str, args: &TelemetryArgs) -> Result<TelemetryGuar
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false)
+                    .with_span_list(true)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -131,6 +131,25 @@ pub fn inject(headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
 }
 
+/// Writes the current span's `traceparent` and `tracestate` into outbound HTTP headers.
+pub fn inject_http(headers: &mut reqwest::header::HeaderMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HttpInjector(headers));
+}
+
+/// Marks the current span as failed with `message` (OpenTelemetry status `ERROR`).
+pub fn record_error(message: &str) {
+    let span = tracing::Span::current();
+    span.set_status(opentelemetry::trace::Status::error(message.to_owned()));
+    span.add_event(
+        "exception",
+        vec![opentelemetry::KeyValue::new(
+            "exception.message",
+            message.to_owned(),
+        )],
+    );
+}
+
 /// Reads `traceparent` and `tracestate` from NATS headers; an empty context when absent.
 pub fn extract(headers: Option<&HeaderMap>) -> Context {
     match headers {
@@ -153,6 +172,20 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         self.0.insert(key, value.as_str());
+    }
+}
+
+/// Lets the propagator write HTTP headers.
+struct HttpInjector<'a>(&'a mut reqwest::header::HeaderMap);
+
+impl Injector for HttpInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
     }
 }
 

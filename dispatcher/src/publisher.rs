@@ -119,9 +119,7 @@ pub async fn reject(
         worker: None,
         finished_at: Some(now()),
     };
-    let mut headers = HeaderMap::new();
-    telemetry::inject(&mut headers);
-    fleet.store_result(&result, headers).await?;
+    fleet.store_result(&result, HeaderMap::new()).await?;
     let mut record = StatusRecord::new(&rejected.id, State::Rejected);
     record.task = rejected.task;
     record.trace_id = trace_id;

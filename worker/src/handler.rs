@@ -75,6 +75,7 @@ impl Handler {
             task_id = Empty,
             attempt,
             worker = %self.worker_id,
+            trace_id = Empty,
             outcome = Empty,
         );
         telemetry::set_parent_from(&span, msg.headers.as_ref());
@@ -104,6 +105,9 @@ impl Handler {
         span.record("request_id", task.request_id.as_str());
         span.record("task_id", task.request_id.as_str());
         span.record("task", task.task.as_str());
+        if let Some(trace_id) = telemetry::current_trace_id() {
+            span.record("trace_id", trace_id.as_str());
+        }
 
         if attempt > 1
             && let Some(result) = self.fleet.result(&task.request_id).await?
@@ -170,6 +174,7 @@ impl Handler {
             }
             Err(TaskError::Retry { message, after }) => {
                 tracing::warn!(error = %message, attempt, "attempt failed");
+                telemetry::record_error(&message);
                 record.errors.push(AttemptError {
                     attempt,
                     kind: ErrorKind::TaskError,
@@ -231,6 +236,7 @@ impl Handler {
             }
             Err(error) => {
                 self.metrics.failed.get_or_create(&label).inc();
+                telemetry::record_error(&error.message);
                 tracing::warn!(error = %error.message, "task failed permanently");
                 result.error = Some(error);
             }
@@ -289,9 +295,7 @@ impl Handler {
         result: &TaskResult,
         record: StatusRecord,
     ) -> Result<(), fleet_common::Error> {
-        let mut headers = HeaderMap::new();
-        telemetry::inject(&mut headers);
-        self.fleet.store_result(result, headers).await?;
+        self.fleet.store_result(result, HeaderMap::new()).await?;
         let mut record = record.moved_to(State::from(result.status));
         record.error = result.error.clone();
         self.fleet.put_status(&record).await

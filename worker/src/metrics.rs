@@ -29,6 +29,8 @@ pub struct Metrics {
     pub dead: Family<TaskLabel, Counter>,
     /// Time one delivery's task ran, by task.
     pub duration: Family<TaskLabel, Histogram>,
+    /// Time from the dispatcher's receipt of a request to its stored result, by task.
+    pub end_to_end: Family<TaskLabel, Histogram>,
     /// Tasks running now.
     pub in_flight: Gauge,
 }
@@ -42,6 +44,7 @@ impl Default for Metrics {
             retried: Family::default(),
             dead: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
+            end_to_end: Family::new_with_constructor(duration_histogram),
             in_flight: Gauge::default(),
         }
     }

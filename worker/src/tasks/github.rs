@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
+use fleet_common::telemetry;
 use reqwest::{Response, StatusCode, header};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::Task;
 use crate::error::TaskError;
@@ -75,9 +77,34 @@ impl GithubRepoInfo {
     }
 
     async fn get(&self, url: &str, what: &str) -> Result<Response, TaskError> {
+        let span = tracing::info_span!(
+            "http.get",
+            otel.name = "GET",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.full = %url,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let outcome = self.send(url, what).instrument(span.clone()).await;
+        match &outcome {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+            }
+            Err(e) => {
+                let _entered = span.enter();
+                telemetry::record_error(&e.to_string());
+            }
+        }
+        outcome.and_then(|response| classify(response, what))
+    }
+
+    async fn send(&self, url: &str, what: &str) -> Result<Response, TaskError> {
+        let mut headers = header::HeaderMap::new();
+        telemetry::inject_http(&mut headers);
         let mut request = self
             .http
             .get(url)
+            .headers(headers)
             .header(header::ACCEPT, "application/vnd.github+json")
             .header(header::USER_AGENT, "fleet-worker")
             .header("X-GitHub-Api-Version", "2022-11-28");
