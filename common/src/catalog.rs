@@ -44,7 +44,7 @@ pub struct TaskSpec {
 }
 
 /// A validated catalog entry: the spec and its compiled schema.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     /// What the worker published.
     spec: TaskSpec,
@@ -53,16 +53,27 @@ struct Entry {
 }
 
 /// The tasks the fleet can run, with compiled input schemas.
-#[derive(Debug, Default)]
+///
+/// Cheap to clone (entries are shared), so readers take a snapshot ([`snapshot`]) and keep it
+/// across awaits while the watcher swaps in the next version.
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     /// Tasks by name.
-    tasks: BTreeMap<String, Entry>,
+    tasks: BTreeMap<String, Arc<Entry>>,
     /// Bumped on every change, so caches keyed on it go stale with the catalog.
     version: u64,
 }
 
-/// A catalog shared between the watcher and its readers.
-pub type SharedCatalog = Arc<RwLock<Catalog>>;
+/// A catalog shared between the watcher (which swaps in new versions) and its readers.
+pub type SharedCatalog = Arc<RwLock<Arc<Catalog>>>;
+
+/// The current version of a shared catalog.
+pub fn snapshot(shared: &SharedCatalog) -> Arc<Catalog> {
+    match shared.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
 
 // === impl Catalog ===
 
@@ -80,7 +91,7 @@ impl Catalog {
             ))
         })?;
         self.tasks
-            .insert(spec.name.clone(), Entry { spec, validator });
+            .insert(spec.name.clone(), Arc::new(Entry { spec, validator }));
         self.version += 1;
         Ok(())
     }
@@ -252,15 +263,12 @@ pub async fn watch(
                 next = entries.next() => next,
             };
             let Some(Ok(entry)) = next else { break };
-            let mut guard = match catalog.write() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut next = (*snapshot(&catalog)).clone();
             match entry.operation {
                 async_nats::jetstream::kv::Operation::Put => {
                     match serde_json::from_slice::<TaskSpec>(&entry.value)
                         .map_err(|e| Error::Config(format!("unreadable catalog entry: {e}")))
-                        .and_then(|spec| guard.insert(spec))
+                        .and_then(|spec| next.insert(spec))
                     {
                         Ok(()) => tracing::info!(task = %entry.key, "task in catalog"),
                         Err(e) => {
@@ -269,11 +277,14 @@ pub async fn watch(
                     }
                 }
                 _ => {
-                    guard.remove(&entry.key);
+                    next.remove(&entry.key);
                     tracing::info!(task = %entry.key, "task left the catalog");
                 }
             }
-            drop(guard);
+            match catalog.write() {
+                Ok(mut g) => *g = Arc::new(next),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+            }
             if entry.delta == 0 {
                 loaded.send_replace(true);
             }

@@ -23,6 +23,8 @@ pub const DEFAULT_METRICS_PORT: u16 = 9090;
 pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
 /// Default Azure OpenAI API version.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Default retries of one LLM call.
+pub const DEFAULT_LLM_RETRIES: usize = 2;
 /// Default timeout of one LLM call.
 pub const DEFAULT_LLM_TIMEOUT: &str = "30s";
 
@@ -247,6 +249,11 @@ pub struct LlmArgs {
     /// Timeout of one LLM call.
     #[arg(long, env = "FLEET_LLM_TIMEOUT", default_value = DEFAULT_LLM_TIMEOUT, value_parser = parse_duration)]
     pub llm_timeout: Duration,
+
+    /// Retries of an LLM call on 429, 5xx and connection errors (exponential, honouring
+    /// Retry-After).
+    #[arg(long, env = "FLEET_LLM_RETRIES", default_value_t = DEFAULT_LLM_RETRIES)]
+    pub llm_retries: usize,
 }
 
 // === impl LlmArgs ===

@@ -11,6 +11,7 @@ use async_openai::{
     Client,
     config::{AzureConfig, OpenAIConfig},
     error::OpenAIError,
+    middleware::{ReqwestService, retry::OpenAIRetryLayer},
     types::chat::{
         ChatCompletionRequestMessage, ChatCompletionRequestUserMessage,
         CreateChatCompletionRequest, CreateChatCompletionResponse,
@@ -114,6 +115,11 @@ impl Llm {
             .timeout(args.llm_timeout)
             .build()
             .unwrap_or_default();
+        // 429, 5xx and connection errors are retried with exponential backoff, honouring
+        // Retry-After, by async-openai's own retry layer.
+        let service = tower::ServiceBuilder::new()
+            .layer(OpenAIRetryLayer::new(args.llm_retries))
+            .service(ReqwestService::new(http));
         if let Some(endpoint) = &args.azure_openai_endpoint {
             let mut config = AzureConfig::new()
                 .with_api_base(endpoint.clone())
@@ -127,7 +133,7 @@ impl Llm {
                 config = config.with_api_key(key.expose_secret());
             }
             return Some(Self {
-                backend: Backend::Azure(Client::with_config(config).with_http_client(http)),
+                backend: Backend::Azure(Client::with_config(config).with_http_service(service)),
                 model: args.llm_model.clone(),
                 system: "azure.ai.openai",
             });
@@ -144,7 +150,7 @@ impl Llm {
                 .unwrap_or_else(|| "none".to_owned()),
         );
         Some(Self {
-            backend: Backend::OpenAi(Client::with_config(config).with_http_client(http)),
+            backend: Backend::OpenAi(Client::with_config(config).with_http_service(service)),
             model: args.llm_model.clone(),
             system: "openai",
         })

@@ -99,6 +99,17 @@ pub struct AttemptError {
     pub message: String,
 }
 
+/// What an LLM classification cost, as status records and task messages carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmUsage {
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Completion tokens.
+    pub output_tokens: u32,
+}
+
 /// A request as a caller sends it on `<prefix>.requests` in JSON form.
 ///
 /// Plain UTF-8 text is also a request: it is the `text`.
@@ -141,6 +152,9 @@ pub struct TaskMessage {
     /// When the dispatcher received the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,
+    /// What the LLM classification cost, when the LLM chose the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmUsage>,
 }
 
 /// A request's final outcome.
@@ -312,6 +326,9 @@ pub struct StatusRecord {
     /// The final error, when the request ended without success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// What the LLM classification cost, when the LLM chose the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmUsage>,
     /// Stream sequence of the request message that created this record: a redelivery of the
     /// same message carries the same sequence, a duplicate request another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +355,7 @@ impl StatusRecord {
             classified_by: None,
             errors: Vec::new(),
             error: None,
+            llm: None,
             request_seq: None,
             created_at: now.clone(),
             updated_at: now,
@@ -350,6 +368,7 @@ impl StatusRecord {
         rec.task = Some(task.task.clone());
         rec.trace_id = task.trace_id.clone();
         rec.classified_by = Some(task.classified_by);
+        rec.llm = task.llm.clone();
         if let Some(at) = &task.received_at {
             rec.created_at = at.clone();
         }
@@ -387,6 +406,7 @@ mod tests {
             metadata: None,
             trace_id: Some("abc".into()),
             received_at: None,
+            llm: None,
         };
         let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);
         r.output = Some(serde_json::json!({"text": "X"}));

@@ -5,12 +5,24 @@ use std::time::Duration;
 use clap::Parser;
 use fleet_common::config::{LlmArgs, NatsArgs, TelemetryArgs, parse_duration};
 
+use crate::classifier::ResponseFormatMode;
+
 /// Default number of requests handled at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Default largest request accepted, in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default redelivery deadline of a request.
 pub const DEFAULT_ACK_WAIT: &str = "30s";
+/// Default LLM classifications in flight.
+pub const DEFAULT_LLM_CONCURRENCY: usize = 64;
+/// Default number of cached classifications.
+pub const DEFAULT_CLASSIFY_CACHE_SIZE: u64 = 10_000;
+/// Default life of a cached classification.
+pub const DEFAULT_CLASSIFY_CACHE_TTL: &str = "10m";
+/// Default failed LLM calls in a row that open the circuit.
+pub const DEFAULT_LLM_BREAKER_THRESHOLD: u32 = 5;
+/// Default time the LLM circuit stays open.
+pub const DEFAULT_LLM_BREAKER_COOLDOWN: &str = "30s";
 /// Default time SIGTERM waits for requests in flight.
 pub const DEFAULT_DRAIN_GRACE: &str = "20s";
 
@@ -41,6 +53,31 @@ pub struct Config {
     /// Redelivery deadline of a request the dispatcher took but did not finish.
     #[arg(long, env = "FLEET_ACK_WAIT", default_value = DEFAULT_ACK_WAIT, value_parser = parse_duration)]
     pub ack_wait: Duration,
+
+    /// How the LLM is asked for its answer's shape: auto (json_schema, falling back to
+    /// json_object when the server refuses it), json_schema, or json_object.
+    #[arg(long, env = "FLEET_LLM_RESPONSE_FORMAT", value_enum, default_value_t = ResponseFormatMode::Auto)]
+    pub llm_response_format: ResponseFormatMode,
+
+    /// LLM classifications in flight at once.
+    #[arg(long, env = "FLEET_LLM_CONCURRENCY", default_value_t = DEFAULT_LLM_CONCURRENCY)]
+    pub llm_concurrency: usize,
+
+    /// Classifications kept in the cache (0 turns it off).
+    #[arg(long, env = "FLEET_CLASSIFY_CACHE_SIZE", default_value_t = DEFAULT_CLASSIFY_CACHE_SIZE)]
+    pub classify_cache_size: u64,
+
+    /// How long a cached classification is used.
+    #[arg(long, env = "FLEET_CLASSIFY_CACHE_TTL", default_value = DEFAULT_CLASSIFY_CACHE_TTL, value_parser = parse_duration)]
+    pub classify_cache_ttl: Duration,
+
+    /// Failed LLM calls in a row that open the circuit (the rules route meanwhile).
+    #[arg(long, env = "FLEET_LLM_BREAKER_THRESHOLD", default_value_t = DEFAULT_LLM_BREAKER_THRESHOLD)]
+    pub llm_breaker_threshold: u32,
+
+    /// How long the LLM circuit stays open before one trial call.
+    #[arg(long, env = "FLEET_LLM_BREAKER_COOLDOWN", default_value = DEFAULT_LLM_BREAKER_COOLDOWN, value_parser = parse_duration)]
+    pub llm_breaker_cooldown: Duration,
 
     /// How long SIGTERM waits for requests in flight.
     #[arg(long, env = "FLEET_DRAIN_GRACE", default_value = DEFAULT_DRAIN_GRACE, value_parser = parse_duration)]

@@ -33,8 +33,9 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, pull},
 };
 use fleet_common::{
-    catalog::{self, Catalog, SharedCatalog, TaskSpec},
+    catalog::{self, Catalog, SharedCatalog, snapshot},
     health::{self, Readiness},
+    llm::Llm,
     messages::{ClassifiedBy, MSG_ID_HEADER, State, StatusRecord, TaskMessage, now},
     store::Created,
     telemetry,
@@ -45,7 +46,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, field::Empty};
 
 use crate::{
-    classifier::{Classify, Decision, Rules},
+    classifier::{Classify, Decision, LlmClassifier, LlmClassifierConfig, Rules},
     intake::{Body, Incoming},
     metrics::Metrics,
     publisher::Rejected,
@@ -80,18 +81,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )
     .await?;
 
-    if config.llm.is_configured() {
-        tracing::warn!(
-            "an LLM is configured, but LLM routing is not built yet: the built-in rules route every request"
-        );
-    } else {
-        tracing::info!(
-            "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
-        );
-    }
-    let classifier: Arc<dyn Classify> = Arc::new(Rules);
+    let classifier: Arc<dyn Classify> = match Llm::from_args(&config.llm) {
+        Some(llm) => {
+            tracing::info!(
+                model = llm.model(),
+                system = llm.system(),
+                "routing with the LLM (the built-in rules when it cannot answer)"
+            );
+            Arc::new(LlmClassifier::new(
+                llm,
+                &LlmClassifierConfig {
+                    response_format: config.llm_response_format,
+                    concurrency: config.llm_concurrency,
+                    cache_size: config.classify_cache_size,
+                    cache_ttl: config.classify_cache_ttl,
+                    breaker_threshold: config.llm_breaker_threshold,
+                    breaker_cooldown: config.llm_breaker_cooldown,
+                },
+                metrics.clone(),
+            ))
+        }
+        None => {
+            tracing::info!(
+                "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
+            );
+            Arc::new(Rules)
+        }
+    };
 
-    let shared: SharedCatalog = Arc::new(RwLock::new(Catalog::default()));
+    let shared: SharedCatalog = Arc::new(RwLock::new(Arc::new(Catalog::default())));
     let (loaded_tx, mut loaded_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(catalog::watch(
         fleet.clone(),
@@ -105,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // empty catalog would reject everything.
     let mut announced = false;
     loop {
-        let ready = *loaded_rx.borrow_and_update() && !read(&shared).is_empty();
+        let ready = *loaded_rx.borrow_and_update() && !snapshot(&shared).is_empty();
         if ready {
             break;
         }
@@ -134,7 +152,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )
         .await?;
     readiness.set_ready(true);
-    let names: Vec<String> = read(&shared).specs().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = snapshot(&shared).specs().map(|s| s.name.clone()).collect();
     tracing::info!(tasks = ?names, concurrency = config.concurrency, "dispatcher ready");
 
     let dispatcher = Arc::new(Dispatcher {
@@ -166,13 +184,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("dispatcher stopped");
     Ok(())
-}
-
-fn read(catalog: &SharedCatalog) -> std::sync::RwLockReadGuard<'_, Catalog> {
-    match catalog.read() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// What to do with a request message once handled.
@@ -315,10 +326,11 @@ impl Dispatcher {
             }
         };
 
-        let decision = self.decide(&incoming).await;
+        let catalog = snapshot(&self.catalog);
+        let decision = self.decide(&incoming, &catalog).await;
         span.record("task", decision.task.as_str());
         span.record("classified_by", tracing::field::debug(decision.by));
-        let checked = read(&self.catalog).check(&decision.task, &decision.input);
+        let checked = catalog.check(&decision.task, &decision.input);
         if let Err(error) = checked {
             self.count_rejection(&error);
             publisher::reject(
@@ -351,6 +363,7 @@ impl Dispatcher {
             metadata: incoming.metadata,
             trace_id,
             received_at: Some(record.created_at.clone()),
+            llm: decision.usage,
         };
         publisher::publish_task(&self.fleet, &task).await?;
         let mut queued = StatusRecord::for_task(&task, State::Queued);
@@ -362,27 +375,18 @@ impl Dispatcher {
         Ok(Disposition::Ack)
     }
 
-    async fn decide(&self, incoming: &Incoming) -> Decision {
+    async fn decide(&self, incoming: &Incoming, catalog: &Arc<Catalog>) -> Decision {
         match &incoming.body {
-            Body::Explicit { task, input } => Decision {
-                task: task.clone(),
-                input: input.clone(),
-                by: ClassifiedBy::Explicit,
-            },
-            Body::Text(text) => {
-                let specs: Vec<TaskSpec> = read(&self.catalog)
-                    .specs()
-                    .filter(|s| !s.explicit_only)
-                    .cloned()
-                    .collect();
-                match self.classifier.classify(text, &specs).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "classifier failed; the rules route this request");
-                        classifier::route(text)
-                    }
-                }
+            Body::Explicit { task, input } => {
+                Decision::new(task, input.clone(), ClassifiedBy::Explicit)
             }
+            Body::Text(text) => match self.classifier.classify(text, catalog.clone()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "classifier failed; the rules route this request");
+                    classifier::route_in(text, catalog)
+                }
+            },
         }
     }
 

@@ -1,7 +1,7 @@
 //! The dispatcher's Prometheus metrics.
 
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -9,7 +9,7 @@ use prometheus_client::{
 type Labels = Vec<(&'static str, String)>;
 
 /// Counters and gauges of the dispatcher, registered under `fleet_`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     /// Requests read from the requests stream (redeliveries included).
     pub received: Counter,
@@ -21,6 +21,33 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Requests being handled now.
     pub in_flight: Gauge,
+    /// LLM calls by outcome (`ok`, `error`, `invalid_answer`, `circuit_open`).
+    pub llm_calls: Family<Labels, Counter>,
+    /// LLM call latency.
+    pub llm_duration: Histogram,
+    /// LLM tokens by type (`input`, `output`).
+    pub llm_tokens: Family<Labels, Counter>,
+    /// Classifications answered from the cache.
+    pub cache_hits: Counter,
+    /// Classifications the cache did not have.
+    pub cache_misses: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            received: Counter::default(),
+            classified: Family::default(),
+            rejected: Family::default(),
+            duplicates: Counter::default(),
+            in_flight: Gauge::default(),
+            llm_calls: Family::default(),
+            llm_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            llm_tokens: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+        }
+    }
 }
 
 // === impl Metrics ===
@@ -49,6 +76,23 @@ impl Metrics {
             "dispatcher_in_flight",
             "Requests being handled now",
             self.in_flight.clone(),
+        );
+        r.register("llm_calls", "LLM calls by outcome", self.llm_calls.clone());
+        r.register(
+            "llm_duration_seconds",
+            "LLM call latency",
+            self.llm_duration.clone(),
+        );
+        r.register("llm_tokens", "LLM tokens by type", self.llm_tokens.clone());
+        r.register(
+            "classify_cache_hits",
+            "Classifications answered from the cache",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "classify_cache_misses",
+            "Classifications the cache did not have",
+            self.cache_misses.clone(),
         );
     }
 }

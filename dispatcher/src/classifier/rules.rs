@@ -1,48 +1,16 @@
-//! Choosing a task for a natural-language request.
+//! The built-in rules: GitHub repositories, text transformations, and `chat` for the rest.
 //!
-//! [`Classify`] hides how the choice is made; [`Rules`] is the built-in classifier used when no
-//! LLM is configured. Whatever classifier answers, the dispatcher checks the answer against the
-//! catalog before it publishes anything.
+//! They route when no LLM is configured, and whenever the LLM cannot answer (down, circuit
+//! open, invalid answers): a request is never lost or rejected because the LLM is unavailable.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use fleet_common::{catalog::TaskSpec, messages::ClassifiedBy};
+use fleet_common::{catalog::Catalog, messages::ClassifiedBy};
 use futures::future::BoxFuture;
 use regex::Regex;
-use serde_json::{Value, json};
-use thiserror::Error;
+use serde_json::json;
 
-/// The task the built-in tasks fall back to when nothing fits.
-pub const FALLBACK_TASK: &str = "chat";
-
-/// A classifier's answer: which task, with which input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// The task's name.
-    pub task: String,
-    /// Its input.
-    pub input: Value,
-    /// Who decided.
-    pub by: ClassifiedBy,
-}
-
-/// Why a classifier gave no answer (the dispatcher then falls back to the rules).
-#[derive(Debug, Error)]
-pub enum ClassifyError {
-    /// The classifier is unavailable right now.
-    #[error("classifier unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// Picks a task from the catalog for a natural-language request.
-pub trait Classify: Send + Sync {
-    /// Chooses a task among `catalog` for `text`.
-    fn classify<'a>(
-        &'a self,
-        text: &'a str,
-        catalog: &'a [TaskSpec],
-    ) -> BoxFuture<'a, Result<Decision, ClassifyError>>;
-}
+use super::{Classify, ClassifyError, Decision, FALLBACK_TASK};
 
 /// The built-in rules: GitHub repositories, text transformations, and `chat` for the rest.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,15 +20,19 @@ impl Classify for Rules {
     fn classify<'a>(
         &'a self,
         text: &'a str,
-        catalog: &'a [TaskSpec],
+        catalog: Arc<Catalog>,
     ) -> BoxFuture<'a, Result<Decision, ClassifyError>> {
-        let mut decision = route(text);
-        if !catalog.iter().any(|s| s.name == decision.task)
-            && catalog.iter().any(|s| s.name == FALLBACK_TASK)
-        {
-            decision = chat(text);
-        }
-        Box::pin(async move { Ok(decision) })
+        Box::pin(async move { Ok(route_in(text, &catalog)) })
+    }
+}
+
+/// The rules' decision, falling back to `chat` when the chosen task is not in `catalog`.
+pub fn route_in(text: &str, catalog: &Catalog) -> Decision {
+    let decision = route(text);
+    if catalog.get(&decision.task).is_none() && catalog.get(FALLBACK_TASK).is_some() {
+        chat(text)
+    } else {
+        decision
     }
 }
 
@@ -123,11 +95,11 @@ pub fn route(text: &str) -> Decision {
 }
 
 fn chat(text: &str) -> Decision {
-    Decision {
-        task: FALLBACK_TASK.into(),
-        input: json!({ "prompt": text }),
-        by: ClassifiedBy::Rules,
-    }
+    Decision::new(
+        FALLBACK_TASK,
+        json!({ "prompt": text }),
+        ClassifiedBy::Rules,
+    )
 }
 
 fn github(text: &str) -> Option<Decision> {
@@ -147,11 +119,11 @@ fn github(text: &str) -> Option<Decision> {
     if repo.is_empty() {
         return None;
     }
-    Some(Decision {
-        task: "github.repo_info".into(),
-        input: json!({ "owner": owner, "repo": repo }),
-        by: ClassifiedBy::Rules,
-    })
+    Some(Decision::new(
+        "github.repo_info",
+        json!({ "owner": owner, "repo": repo }),
+        ClassifiedBy::Rules,
+    ))
 }
 
 fn transform(text: &str) -> Option<Decision> {
@@ -173,11 +145,11 @@ fn transform(text: &str) -> Option<Decision> {
         }
         extract_unquoted(text.trim(), op_match.start(), op_match.end())?
     };
-    Some(Decision {
-        task: "text.transform".into(),
-        input: json!({ "text": target, "op": op }),
-        by: ClassifiedBy::Rules,
-    })
+    Some(Decision::new(
+        "text.transform",
+        json!({ "text": target, "op": op }),
+        ClassifiedBy::Rules,
+    ))
 }
 
 /// Finds the text to transform when it is not quoted.
@@ -226,6 +198,7 @@ fn extract_unquoted(text: &str, op_start: usize, op_end: usize) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn decide(text: &str) -> (String, Value) {
         let d = route(text);

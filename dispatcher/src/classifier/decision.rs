@@ -1,0 +1,62 @@
+//! What a classifier answers, and the trait every classifier implements.
+
+use std::sync::Arc;
+
+use fleet_common::{
+    catalog::Catalog,
+    messages::{ClassifiedBy, LlmUsage},
+};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use thiserror::Error;
+
+/// The task the built-in tasks fall back to when nothing fits.
+pub const FALLBACK_TASK: &str = "chat";
+
+/// A classifier's answer: which task, with which input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The task's name.
+    pub task: String,
+    /// Its input.
+    pub input: Value,
+    /// Who decided.
+    pub by: ClassifiedBy,
+    /// What the LLM call cost, when an LLM decided.
+    pub usage: Option<LlmUsage>,
+}
+
+// === impl Decision ===
+
+impl Decision {
+    /// A decision without LLM usage.
+    pub fn new(task: &str, input: Value, by: ClassifiedBy) -> Self {
+        Self {
+            task: task.to_owned(),
+            input,
+            by,
+            usage: None,
+        }
+    }
+}
+
+/// Why a classifier gave no answer (the dispatcher then routes with the rules).
+#[derive(Debug, Error)]
+pub enum ClassifyError {
+    /// The classifier cannot be reached (down, rate-limited, circuit open).
+    #[error("classifier unavailable: {0}")]
+    Unavailable(String),
+    /// The classifier answered, but not with a catalog task and schema-valid input.
+    #[error("classifier gave no valid answer: {0}")]
+    Invalid(String),
+}
+
+/// Picks a task from the catalog for a natural-language request.
+pub trait Classify: Send + Sync {
+    /// Chooses a task in `catalog` for `text`.
+    fn classify<'a>(
+        &'a self,
+        text: &'a str,
+        catalog: Arc<Catalog>,
+    ) -> BoxFuture<'a, Result<Decision, ClassifyError>>;
+}

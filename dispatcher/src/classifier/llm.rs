@@ -1,0 +1,345 @@
+//! Routing with an LLM: structured output built from the catalog, validated against it.
+//!
+//! The answer must name a catalog task (not an explicit-only one) with input that passes the
+//! task's schema; an invalid answer is retried once with the validation error shown to the
+//! model, then the rules route. Calls that fail (after async-openai's retries of 429, 5xx and
+//! connection errors, honouring Retry-After) count toward a circuit breaker; while it is open
+//! the rules route without calling the LLM. Decisions are cached by normalised text, catalog
+//! version and model; at most a bounded number of calls are in flight.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
+    CreateChatCompletionRequest, ResponseFormat, ResponseFormatJsonSchema,
+};
+use clap::ValueEnum;
+use fleet_common::{
+    catalog::Catalog,
+    llm::{Llm, LlmError},
+    messages::{ClassifiedBy, LlmUsage},
+};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::{
+    Breaker, Classify, ClassifyError, Decision, DecisionCache,
+    prompt::{few_shots, response_schema, system_prompt},
+};
+use crate::metrics::Metrics;
+
+/// How the answer's shape is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResponseFormatMode {
+    /// `json_schema` (strict), falling back to `json_object` when the server refuses it.
+    Auto,
+    /// Always `json_schema` (strict).
+    JsonSchema,
+    /// Always `json_object`, with the schema in the prompt.
+    JsonObject,
+}
+
+/// Settings of the LLM classifier.
+#[derive(Debug, Clone)]
+pub struct LlmClassifierConfig {
+    /// How the answer's shape is asked for.
+    pub response_format: ResponseFormatMode,
+    /// Classifications in flight at once.
+    pub concurrency: usize,
+    /// Cached decisions (0: no cache).
+    pub cache_size: u64,
+    /// How long a cached decision is used.
+    pub cache_ttl: Duration,
+    /// Failed calls in a row that open the circuit.
+    pub breaker_threshold: u32,
+    /// How long the circuit stays open.
+    pub breaker_cooldown: Duration,
+}
+
+/// Routes natural-language requests with an OpenAI-compatible model.
+pub struct LlmClassifier {
+    /// The client.
+    llm: Llm,
+    /// The configured mode.
+    mode: ResponseFormatMode,
+    /// Set once the server refused `json_schema` (in `auto` mode).
+    json_schema_refused: AtomicBool,
+    /// Bounds calls in flight.
+    permits: Semaphore,
+    /// Decisions by text, catalog version and model.
+    cache: Option<DecisionCache>,
+    /// Stops calling a failing LLM.
+    breaker: Breaker,
+    /// Counters and histograms.
+    metrics: Metrics,
+}
+
+/// Why one answer was not usable.
+enum Answer {
+    /// A usable decision.
+    Valid(Decision),
+    /// The model's text and what is wrong with it.
+    Invalid(String, String),
+}
+
+// === impl LlmClassifier ===
+
+impl LlmClassifier {
+    /// A classifier calling `llm`.
+    pub fn new(llm: Llm, config: &LlmClassifierConfig, metrics: Metrics) -> Self {
+        Self {
+            llm,
+            mode: config.response_format,
+            json_schema_refused: AtomicBool::new(false),
+            permits: Semaphore::new(config.concurrency.max(1)),
+            cache: (config.cache_size > 0)
+                .then(|| DecisionCache::new(config.cache_size, config.cache_ttl)),
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            metrics,
+        }
+    }
+
+    fn use_json_schema(&self) -> bool {
+        match self.mode {
+            ResponseFormatMode::JsonSchema => true,
+            ResponseFormatMode::JsonObject => false,
+            ResponseFormatMode::Auto => !self.json_schema_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn decide(&self, text: &str, catalog: &Catalog) -> Result<Decision, ClassifyError> {
+        let key = DecisionCache::key(text, catalog.version(), self.llm.model());
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(&key) {
+                self.metrics.cache_hits.inc();
+                return Ok(hit);
+            }
+            self.metrics.cache_misses.inc();
+        }
+        if !self.breaker.allow() {
+            self.metrics
+                .llm_calls
+                .get_or_create(&vec![("outcome", "circuit_open".to_owned())])
+                .inc();
+            return Err(ClassifyError::Unavailable(
+                "the LLM circuit is open after repeated failures".into(),
+            ));
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ClassifyError::Unavailable("shutting down".into()))?;
+
+        let mut messages = self.messages(text, catalog);
+        let mut usage: Option<LlmUsage> = None;
+        for round in 0..2 {
+            let content = self.call(&mut messages, catalog, &mut usage).await?;
+            match parse_answer(&content, catalog) {
+                Answer::Valid(mut decision) => {
+                    decision.usage = usage;
+                    if let Some(cache) = &self.cache {
+                        cache.insert(key, decision.clone());
+                    }
+                    return Ok(decision);
+                }
+                Answer::Invalid(raw, why) => {
+                    self.metrics
+                        .llm_calls
+                        .get_or_create(&vec![("outcome", "invalid_answer".to_owned())])
+                        .inc();
+                    tracing::info!(round, error = %why, "the LLM's answer is not valid");
+                    if round == 0 {
+                        messages.push(ChatCompletionRequestMessage::Assistant(
+                            ChatCompletionRequestAssistantMessage::from(raw.as_str()),
+                        ));
+                        messages.push(ChatCompletionRequestMessage::User(
+                            ChatCompletionRequestUserMessage::from(format!(
+                                "That answer is not valid: {why}. Answer again with one JSON object {{\"task\": ..., \"input\": ...}} for my request."
+                            )),
+                        ));
+                    } else {
+                        return Err(ClassifyError::Invalid(why));
+                    }
+                }
+            }
+        }
+        Err(ClassifyError::Invalid("no valid answer".into()))
+    }
+
+    fn messages(&self, text: &str, catalog: &Catalog) -> Vec<ChatCompletionRequestMessage> {
+        let mut messages = vec![ChatCompletionRequestMessage::System(
+            ChatCompletionRequestSystemMessage::from(system_prompt(
+                catalog,
+                !self.use_json_schema(),
+            )),
+        )];
+        for (request, answer) in few_shots(catalog) {
+            messages.push(ChatCompletionRequestMessage::User(
+                ChatCompletionRequestUserMessage::from(request),
+            ));
+            messages.push(ChatCompletionRequestMessage::Assistant(
+                ChatCompletionRequestAssistantMessage::from(answer),
+            ));
+        }
+        messages.push(ChatCompletionRequestMessage::User(
+            ChatCompletionRequestUserMessage::from(text),
+        ));
+        messages
+    }
+
+    /// One call (and, in `auto` mode, one more with `json_object` if `json_schema` is refused).
+    async fn call(
+        &self,
+        messages: &mut [ChatCompletionRequestMessage],
+        catalog: &Catalog,
+        usage: &mut Option<LlmUsage>,
+    ) -> Result<String, ClassifyError> {
+        loop {
+            let json_schema = self.use_json_schema();
+            if !json_schema
+                && let Some(ChatCompletionRequestMessage::System(system)) = messages.first_mut()
+            {
+                *system = ChatCompletionRequestSystemMessage::from(system_prompt(catalog, true));
+            }
+            let request = CreateChatCompletionRequest {
+                model: self.llm.model().to_owned(),
+                messages: messages.to_vec(),
+                temperature: Some(0.0),
+                response_format: Some(if json_schema {
+                    ResponseFormat::JsonSchema {
+                        json_schema: ResponseFormatJsonSchema {
+                            name: "route".into(),
+                            description: Some("the task to run and its input".into()),
+                            schema: response_schema(catalog),
+                            strict: Some(true),
+                        },
+                    }
+                } else {
+                    ResponseFormat::JsonObject
+                }),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let outcome = self.llm.complete(request).await;
+            self.metrics
+                .llm_duration
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(response) => {
+                    self.breaker.success();
+                    self.metrics
+                        .llm_calls
+                        .get_or_create(&vec![("outcome", "ok".to_owned())])
+                        .inc();
+                    if let Some(u) = &response.usage {
+                        self.metrics
+                            .llm_tokens
+                            .get_or_create(&vec![("type", "input".to_owned())])
+                            .inc_by(u64::from(u.prompt_tokens));
+                        self.metrics
+                            .llm_tokens
+                            .get_or_create(&vec![("type", "output".to_owned())])
+                            .inc_by(u64::from(u.completion_tokens));
+                        let total = usage.get_or_insert(LlmUsage {
+                            model: response.model.clone(),
+                            input_tokens: 0,
+                            output_tokens: 0,
+                        });
+                        total.input_tokens += u.prompt_tokens;
+                        total.output_tokens += u.completion_tokens;
+                    }
+                    return Ok(response
+                        .choices
+                        .into_iter()
+                        .find_map(|c| c.message.content)
+                        .unwrap_or_default());
+                }
+                Err(LlmError::Permanent { message })
+                    if json_schema
+                        && self.mode == ResponseFormatMode::Auto
+                        && refuses_json_schema(&message) =>
+                {
+                    tracing::warn!(error = %message, "the LLM server refuses json_schema response formats; using json_object with the schema in the prompt from now on");
+                    self.json_schema_refused.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.metrics
+                        .llm_calls
+                        .get_or_create(&vec![("outcome", "error".to_owned())])
+                        .inc();
+                    if self.breaker.failure() {
+                        tracing::warn!(
+                            "the LLM failed repeatedly: circuit open, the rules route meanwhile"
+                        );
+                    }
+                    return Err(ClassifyError::Unavailable(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+impl Classify for LlmClassifier {
+    fn classify<'a>(
+        &'a self,
+        text: &'a str,
+        catalog: Arc<Catalog>,
+    ) -> BoxFuture<'a, Result<Decision, ClassifyError>> {
+        Box::pin(async move { self.decide(text, &catalog).await })
+    }
+}
+
+/// Whether a server's error says it does not support `json_schema` response formats.
+fn refuses_json_schema(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("json_schema") || m.contains("response_format") || m.contains("response format")
+}
+
+/// Reads and checks one answer.
+fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
+    let trimmed = content
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
+    let invalid = |why: String| Answer::Invalid(content.to_owned(), why);
+    let value: Value = match serde_json::from_str(trimmed) {
+        Ok(v) => v,
+        Err(e) => return invalid(format!("it is not JSON ({e})")),
+    };
+    let Some(task) = value.get("task").and_then(Value::as_str) else {
+        return invalid("it has no string field `task`".into());
+    };
+    let input = value.get("input").cloned().unwrap_or(Value::Null);
+    match catalog.get(task) {
+        None => {
+            let names: Vec<&str> = catalog
+                .specs()
+                .filter(|s| !s.explicit_only)
+                .map(|s| s.name.as_str())
+                .collect();
+            return invalid(format!(
+                "`{task}` is not a task; choose one of: {}",
+                names.join(", ")
+            ));
+        }
+        Some(spec) if spec.explicit_only => {
+            return invalid(format!("`{task}` may only be named explicitly by a caller"));
+        }
+        Some(_) => {}
+    }
+    if let Err(e) = catalog.check(task, &input) {
+        return invalid(e.message);
+    }
+    Answer::Valid(Decision::new(task, input, ClassifiedBy::Llm))
+}

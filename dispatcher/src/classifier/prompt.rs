@@ -1,0 +1,177 @@
+//! The LLM's instructions and answer schema, built from the catalog.
+//!
+//! The answer schema makes the task field an enum of the catalog's names and the input one of
+//! the tasks' input schemas, in the subset of JSON Schema that strict structured output accepts
+//! (OpenAI, vLLM and llama.cpp turn it into a grammar). The catalog's examples become few-shot
+//! turns, answered by the built-in rules where they route the example to its own task.
+
+use fleet_common::catalog::{Catalog, TaskSpec};
+use serde_json::{Map, Value, json};
+
+use super::{FALLBACK_TASK, rules::route};
+
+/// The tasks the LLM may choose: all but the explicit-only ones.
+pub(super) fn choices(catalog: &Catalog) -> Vec<&TaskSpec> {
+    catalog.specs().filter(|s| !s.explicit_only).collect()
+}
+
+/// The JSON Schema of an answer: `{"task": one of the names, "input": that task's input}`.
+pub fn response_schema(catalog: &Catalog) -> Value {
+    let specs = choices(catalog);
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let inputs: Vec<Value> = specs
+        .iter()
+        .map(|s| strict_schema(&s.input_schema))
+        .collect();
+    json!({
+        "type": "object",
+        "properties": {
+            "task": { "type": "string", "enum": names },
+            "input": { "anyOf": inputs },
+        },
+        "required": ["task", "input"],
+        "additionalProperties": false,
+    })
+}
+
+/// Rewrites a schemars schema into the strict structured-output subset: no `$schema`, titles,
+/// defaults or string bounds; `oneOf` of constants becomes an `enum`, other `oneOf` an `anyOf`;
+/// every object closed, with every property required. Our own validation still applies the
+/// full schema afterwards.
+pub fn strict_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Array(items)) = map.get("oneOf")
+                && items.iter().all(|i| i.get("const").is_some())
+            {
+                let values: Vec<Value> = items
+                    .iter()
+                    .filter_map(|i| i.get("const").cloned())
+                    .collect();
+                let mut out = Map::new();
+                out.insert("type".into(), json!("string"));
+                out.insert("enum".into(), Value::Array(values));
+                if let Some(d) = map.get("description") {
+                    out.insert("description".into(), d.clone());
+                }
+                return Value::Object(out);
+            }
+            let mut out = Map::new();
+            for (key, value) in map {
+                match key.as_str() {
+                    "$schema" | "title" | "default" | "examples" | "minLength" | "maxLength"
+                    | "pattern" | "format" => {}
+                    "oneOf" => {
+                        out.insert("anyOf".into(), strict_schema(value));
+                    }
+                    "properties" => {
+                        let props = value.as_object().cloned().unwrap_or_default();
+                        let required: Vec<Value> = props.keys().map(|k| json!(k)).collect();
+                        out.insert(
+                            "properties".into(),
+                            Value::Object(
+                                props
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), strict_schema(v)))
+                                    .collect(),
+                            ),
+                        );
+                        out.insert("required".into(), Value::Array(required));
+                        out.insert("additionalProperties".into(), json!(false));
+                    }
+                    "required" | "additionalProperties" => {}
+                    _ => {
+                        out.insert(key.clone(), strict_schema(value));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(strict_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The system message: what the tasks are and how to answer. With `schema_in_prompt` (servers
+/// without `json_schema` response formats), the answer schema is spelled out.
+pub(super) fn system_prompt(catalog: &Catalog, schema_in_prompt: bool) -> String {
+    let mut text = String::from(
+        "You route a user's request to one task of a task queue. Pick the task that does what the \
+         user asks and fill in its input from the user's words, copying names and text exactly.\n\n\
+         Tasks:\n",
+    );
+    for spec in choices(catalog) {
+        text.push_str(&format!("\n- {}: {}\n", spec.name, spec.description));
+        text.push_str(&format!(
+            "  input: {}\n",
+            serde_json::to_string(&strict_schema(&spec.input_schema)).unwrap_or_default()
+        ));
+        for example in &spec.examples {
+            text.push_str(&format!("  example request: {example}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "\nAnswer with one JSON object {{\"task\": <task name>, \"input\": <the task's input>}} and \
+         nothing else. If no task fits, answer {{\"task\": \"{FALLBACK_TASK}\", \"input\": \
+         {{\"prompt\": <the user's request, unchanged>}}}}.\n"
+    ));
+    if schema_in_prompt {
+        text.push_str(&format!(
+            "The answer must match this JSON Schema: {}\n",
+            serde_json::to_string(&response_schema(catalog)).unwrap_or_default()
+        ));
+    }
+    text
+}
+
+/// Few-shot turns from the catalog's examples: (request, answer) pairs, where the rules route the
+/// example to its own task and so can write the answer.
+pub(super) fn few_shots(catalog: &Catalog) -> Vec<(String, String)> {
+    let mut shots = Vec::new();
+    for spec in choices(catalog) {
+        for example in &spec.examples {
+            let decision = route(example);
+            if decision.task == spec.name {
+                let answer = json!({ "task": decision.task, "input": decision.input });
+                shots.push((example.clone(), answer.to_string()));
+            }
+        }
+    }
+    shots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_schemas_close_objects_and_flatten_const_choices() {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Input",
+            "type": "object",
+            "properties": {
+                "text": {"type": "string", "minLength": 1},
+                "op": {"oneOf": [{"const": "upper", "description": "UP"}, {"const": "lower"}]}
+            },
+            "required": ["text"]
+        });
+        let mut strict = strict_schema(&schema);
+        let mut required: Vec<String> = serde_json::from_value(strict["required"].take())
+            .expect("required is a list of names");
+        required.sort();
+        assert_eq!(required, ["op", "text"]);
+        assert_eq!(
+            strict,
+            json!({
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "op": {"type": "string", "enum": ["upper", "lower"]}
+                },
+                "required": null,
+                "additionalProperties": false
+            })
+        );
+    }
+}
