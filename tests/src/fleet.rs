@@ -1,0 +1,425 @@
+//! The fleet's real processes (`dispatcher`, `worker`) as children of the test.
+//!
+//! Each process gets a clean environment: `NATS_URL`, the fast test settings from the design
+//! notes, and whatever the test adds. No LLM, no OTLP endpoint and no GitHub token leak in from
+//! the machine, so nothing leaves 127.0.0.1. Output goes to one log file per process; the tails
+//! are printed when a test panics.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::github::FakeGithub;
+use crate::nats::NatsServer;
+use crate::tempdir::TempDir;
+
+/// The fast settings for tests (see the design notes), before the test's own overrides.
+pub const FAST_SETTINGS: [(&str, &str); 6] = [
+    ("FLEET_ACK_WAIT", "2s"),
+    ("FLEET_BACKOFF_MIN", "50ms"),
+    ("FLEET_BACKOFF_MAX", "200ms"),
+    ("FLEET_MAX_ATTEMPTS", "3"),
+    ("FLEET_DRAIN_GRACE", "5s"),
+    ("FLEET_METRICS_PORT", "0"),
+];
+
+/// Variables passed through from the test's environment, if set.
+const PASS_THROUGH: [&str; 4] = ["PATH", "HOME", "TMPDIR", "RUST_BACKTRACE"];
+
+/// Configures a [`Fleet`] before starting it.
+#[derive(Debug)]
+pub struct FleetBuilder {
+    /// The server everyone connects to.
+    nats_url: String,
+    /// Settings for every process (fast settings, then overrides).
+    env: BTreeMap<String, String>,
+    /// `FLEET_WORKER_ID` of each worker to start.
+    workers: Vec<String>,
+}
+
+// === impl FleetBuilder ===
+
+impl FleetBuilder {
+    /// Sets an environment variable for every process (overriding a fast setting).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Points `GITHUB_API_URL` at the fake.
+    pub fn github(self, github: &FakeGithub) -> Self {
+        let url = github.url();
+        self.env("GITHUB_API_URL", &url)
+    }
+
+    /// The workers to start, by `FLEET_WORKER_ID` (default: one worker `w1`).
+    pub fn workers(mut self, ids: &[&str]) -> Self {
+        self.workers = ids.iter().map(|id| id.to_string()).collect();
+        self
+    }
+
+    /// Starts the dispatcher and the workers and waits until the fleet is ready
+    /// (see [`Fleet::wait_ready`]).
+    ///
+    /// # Panics
+    ///
+    /// When a binary is missing, a process dies, or the fleet is not ready in time.
+    pub async fn start(self) -> Fleet {
+        let mut fleet = Fleet {
+            dir: TempDir::new("fleet"),
+            nats_url: self.nats_url,
+            env: self.env,
+            dispatcher: None,
+            workers: BTreeMap::new(),
+            retired: Vec::new(),
+        };
+        for id in &self.workers {
+            fleet.start_worker(id);
+        }
+        fleet.start_dispatcher();
+        fleet.wait_ready().await;
+        fleet
+    }
+}
+
+/// One child process and its log.
+#[derive(Debug)]
+struct Proc {
+    /// The process.
+    child: Child,
+    /// Its stdout and stderr.
+    log: PathBuf,
+}
+
+// === impl Proc ===
+
+impl Proc {
+    /// Has the process exited (and with what)?
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fleet's processes; all killed on drop.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Holds the log files.
+    dir: TempDir,
+    /// `NATS_URL` for every process.
+    nats_url: String,
+    /// Settings for every process.
+    env: BTreeMap<String, String>,
+    /// The dispatcher, when running.
+    dispatcher: Option<Proc>,
+    /// Running workers by `FLEET_WORKER_ID`.
+    workers: BTreeMap<String, Proc>,
+    /// Logs of processes that were killed or stopped, for the failure report.
+    retired: Vec<PathBuf>,
+}
+
+// === impl Fleet ===
+
+impl Fleet {
+    /// A builder with the fast settings and one worker `w1`.
+    pub fn builder(nats: &NatsServer) -> FleetBuilder {
+        FleetBuilder {
+            nats_url: nats.url(),
+            env: FAST_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workers: vec!["w1".to_string()],
+        }
+    }
+
+    /// Starts (or restarts) the dispatcher.
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing or cannot be started.
+    pub fn start_dispatcher(&mut self) {
+        if let Some(mut old) = self.dispatcher.take() {
+            old.kill();
+            self.retired.push(old.log);
+        }
+        let proc = self.spawn("dispatcher", "dispatcher", &[]);
+        self.dispatcher = Some(proc);
+    }
+
+    /// Starts a worker with `FLEET_WORKER_ID=id` (log `worker-<id>.log`, appended on restart).
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing, cannot be started, or a worker `id` is already running.
+    pub fn start_worker(&mut self, id: &str) {
+        assert!(
+            !self.workers.contains_key(id),
+            "worker {id} is already running"
+        );
+        let proc = self.spawn(
+            "worker",
+            &format!("worker-{id}"),
+            &[("FLEET_WORKER_ID", id)],
+        );
+        self.workers.insert(id.to_string(), proc);
+    }
+
+    /// The pid of worker `id`.
+    ///
+    /// # Panics
+    ///
+    /// When no such worker runs.
+    pub fn worker_pid(&self, id: &str) -> u32 {
+        self.workers
+            .get(id)
+            .unwrap_or_else(|| panic!("no worker {id}"))
+            .child
+            .id()
+    }
+
+    /// The ids of the running workers.
+    pub fn worker_ids(&self) -> Vec<String> {
+        self.workers.keys().cloned().collect()
+    }
+
+    /// SIGKILLs worker `id` (a crash: nothing is acked or drained).
+    ///
+    /// # Panics
+    ///
+    /// When no such worker runs.
+    pub fn kill_worker(&mut self, id: &str) {
+        let mut proc = self
+            .workers
+            .remove(id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        proc.kill();
+        self.retired.push(proc.log);
+    }
+
+    /// Sends SIGTERM to worker `id` and waits up to `timeout` for it to exit.
+    ///
+    /// Returns the exit status, or `None` if it was still running at the timeout (it is then
+    /// killed).
+    ///
+    /// # Panics
+    ///
+    /// When no such worker runs.
+    pub async fn terminate_worker(&mut self, id: &str, timeout: Duration) -> Option<ExitStatus> {
+        let proc = self
+            .workers
+            .remove(id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        self.terminate(proc, timeout).await
+    }
+
+    /// SIGKILLs the dispatcher.
+    pub fn kill_dispatcher(&mut self) {
+        if let Some(mut proc) = self.dispatcher.take() {
+            proc.kill();
+            self.retired.push(proc.log);
+        }
+    }
+
+    /// Sends SIGTERM to the dispatcher and waits up to `timeout` for it to exit.
+    ///
+    /// Returns the exit status, or `None` if it did not exit in time (it is then killed) or was
+    /// not running.
+    pub async fn terminate_dispatcher(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let proc = self.dispatcher.take()?;
+        self.terminate(proc, timeout).await
+    }
+
+    /// Waits until the catalog (`fleet-catalog`) lists every built-in task and the consumer
+    /// `dispatcher` exists on `FLEET_REQUESTS`.
+    ///
+    /// # Panics
+    ///
+    /// When a process exits meanwhile or the fleet is not ready within 30 s.
+    pub async fn wait_ready(&mut self) {
+        let client = crate::client::Client::connect(&self.nats_url).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut missing: Vec<String>;
+        loop {
+            self.assert_running();
+            missing = Vec::new();
+            for task in crate::BUILTIN_TASKS {
+                if client.catalog_entry(task).await.is_none() {
+                    missing.push(format!("catalog entry {task} in fleet-catalog"));
+                }
+            }
+            if !client.consumer_exists("FLEET_REQUESTS", "dispatcher").await {
+                missing.push("consumer `dispatcher` on FLEET_REQUESTS".to_string());
+            }
+            if missing.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fleet not ready after 30 s; still missing: {missing:?}");
+    }
+
+    /// Panics if a process that should be running has exited.
+    pub fn assert_running(&mut self) {
+        let mut dead = Vec::new();
+        if let Some(proc) = self.dispatcher.as_mut()
+            && let Some(status) = proc.exited()
+        {
+            dead.push(format!("dispatcher exited with {status}"));
+        }
+        for (id, proc) in self.workers.iter_mut() {
+            if let Some(status) = proc.exited() {
+                dead.push(format!("worker {id} exited with {status}"));
+            }
+        }
+        if !dead.is_empty() {
+            panic!("fleet process died: {}", dead.join("; "));
+        }
+    }
+
+    /// The port of the `/healthz`, `/readyz`, `/metrics` server of `process` (`"dispatcher"` or
+    /// a worker id), read from its log (`FLEET_METRICS_PORT=0` picks a free port and logs it).
+    /// Waits up to 10 s for the line.
+    pub async fn metrics_port(&self, process: &str) -> Option<u16> {
+        let log = if process == "dispatcher" {
+            self.dispatcher.as_ref()?.log.clone()
+        } else {
+            self.workers.get(process)?.log.clone()
+        };
+        crate::poll_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .lines()
+                .filter(|l| l.contains("/metrics"))
+                .find_map(port_in_line);
+            async move { port }
+        })
+        .await
+    }
+
+    /// All logs of this fleet so far (running and retired processes), concatenated.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for path in self.log_paths() {
+            out.push_str(&format!("==== {} ====\n", path.display()));
+            out.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).unwrap_or_default(),
+            ));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prints the last lines of every process's log to stderr.
+    pub fn dump_logs(&self) {
+        for path in self.log_paths() {
+            eprintln!(
+                "---- {} (tail) ----\n{}",
+                path.display(),
+                crate::tail(&path, 40)
+            );
+        }
+    }
+
+    /// The log files, deduplicated (restarts append to the same file).
+    fn log_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .dispatcher
+            .iter()
+            .chain(self.workers.values())
+            .map(|p| p.log.clone())
+            .chain(self.retired.iter().cloned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// SIGTERM, then wait for the exit.
+    async fn terminate(&mut self, mut proc: Proc, timeout: Duration) -> Option<ExitStatus> {
+        let pid = proc.child.id().to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run `kill -TERM`");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = crate::poll_until(timeout, || {
+            let exited = proc.exited();
+            async move { exited }
+        })
+        .await;
+        if status.is_none() {
+            proc.kill();
+        }
+        self.retired.push(proc.log);
+        status
+    }
+
+    /// Spawns `bin` with the fleet's environment plus `extra`, logging to `<log_name>.log`.
+    fn spawn(&self, bin: &str, log_name: &str, extra: &[(&str, &str)]) -> Proc {
+        let path = crate::binary(bin);
+        let log = self.dir.path().join(format!("{log_name}.log"));
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open a process log");
+        let err = out.try_clone().expect("clone a log handle");
+        let mut cmd = Command::new(&path);
+        cmd.env_clear();
+        for key in PASS_THROUGH {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        );
+        // Plain text logs: they end up in files.
+        cmd.env("NO_COLOR", "1");
+        cmd.env("NATS_URL", &self.nats_url);
+        cmd.envs(&self.env);
+        cmd.envs(extra.iter().copied());
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        Proc { child, log }
+    }
+}
+
+/// The port of the last `host:port` in a log line (e.g. `addr=0.0.0.0:40101`).
+fn port_in_line(line: &str) -> Option<u16> {
+    line.split(|c: char| c.is_whitespace() || c == '"' || c == ',' || c == '}')
+        .filter_map(|word| word.rsplit_once(':'))
+        .filter_map(|(_, port)| port.parse::<u16>().ok())
+        .next_back()
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(proc) = self.dispatcher.as_mut() {
+            proc.kill();
+        }
+        for proc in self.workers.values_mut() {
+            proc.kill();
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}

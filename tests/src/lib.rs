@@ -1,0 +1,144 @@
+//! Integration-test harness for the fleet.
+//!
+//! The end-to-end tests (`tests/e2e/`) drive the fleet only through its contract
+//! (`/work/shared/SPEC.md`): they publish requests on `fleet.requests`, read results from the
+//! `FLEET_RESULTS` stream, states from the `fleet-status` bucket, dead letters from `FLEET_DLQ`,
+//! and run the `fleet` CLI. Messages are handled as [`serde_json::Value`], never as the fleet
+//! crates' own types, so the tests keep the contract honest.
+//!
+//! Everything a test needs is an RAII guard that cleans up on drop:
+//!
+//! - [`NatsServer`]: a real `nats-server` with JetStream on a free port and its own store dir.
+//! - [`FakeGithub`]: a scriptable imitation of the GitHub REST API on `127.0.0.1:0`.
+//! - [`Fleet`]: the real `dispatcher` and `worker` binaries as child processes.
+//! - [`Client`]: publish requests and read results, states and dead letters.
+//! - [`cli`]: run the `fleet` binary.
+//!
+//! # Layout
+//!
+//! - `tempdir.rs`: a self-removing temporary directory.
+//! - `nats.rs`: the `nats-server` guard.
+//! - `github.rs`: the fake GitHub API.
+//! - `fleet.rs`: the fleet's processes, their logs and their readiness.
+//! - `client.rs`: the NATS-side view a user of the fleet has.
+//! - `cli.rs`: running the `fleet` CLI.
+//! - `http.rs`: a minimal HTTP GET (health endpoints, fake GitHub self-test).
+//! - `env.rs`: one test's whole world ([`TestEnv`]) and shared assertions.
+//!
+//! # Running
+//!
+//! The binaries under test must be built first:
+//!
+//! ```text
+//! cargo build --workspace --bins
+//! cargo nextest run -p fleet-tests
+//! ```
+//!
+//! `NATS_SERVER_BIN` points at a `nats-server` binary (default: `nats-server` on `PATH`, else
+//! `/usr/sbin/nats-server`). `RUST_LOG`, when set, is passed on to the fleet's processes.
+
+pub mod cli;
+pub mod client;
+pub mod env;
+pub mod fleet;
+pub mod github;
+pub mod http;
+pub mod nats;
+pub mod tempdir;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cli::{CliOutput, run_cli};
+pub use client::{Client, DeadLetter, StatusWatch};
+pub use env::{TestEnv, assert_outcome};
+pub use fleet::{Fleet, FleetBuilder};
+pub use github::{FakeGithub, Repo};
+pub use http::{HttpResponse, http_get};
+pub use nats::NatsServer;
+pub use tempdir::TempDir;
+
+/// The tasks every worker runs by default, as named in the SPEC.
+pub const BUILTIN_TASKS: [&str; 3] = ["github.repo_info", "text.transform", "chat"];
+
+/// Generous default for waiting on an outcome (tests assert outcomes, not speed).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 50 ms until it returns `Some`, or gives up after `timeout`.
+///
+/// Returns `None` on timeout so the caller can fail with a message that says what it waited for.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The directory holding the debug binaries (`target/debug`), found from the test executable,
+/// which sits in `target/debug/deps`.
+///
+/// # Panics
+///
+/// When the current executable's path cannot be read.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let deps = exe
+        .parent()
+        .expect("test executable has a parent directory");
+    if deps.ends_with("deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The path of one of the fleet's binaries (`dispatcher`, `worker`, `fleet`).
+///
+/// # Panics
+///
+/// When the binary has not been built, with a message saying how to build it.
+pub fn binary(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before the e2e tests",
+        path.display()
+    );
+    path
+}
+
+/// Is `id` a valid request id (1–64 chars of `[A-Za-z0-9_-]`)?
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The last `lines` lines of the file at `path` (or a note saying it could not be read).
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            all[start..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod selftest;
