@@ -12,8 +12,7 @@ async fn assert_rejected(env: &TestEnv, id: &str, kind: &str) -> Value {
         result["attempts"], 0,
         "a rejected request never runs: {result:#}"
     );
-    let status = env.client.wait_status(id, WAIT, |_| true).await;
-    assert_eq!(status["state"], "rejected", "{status:#}");
+    env.client.wait_state(id, "rejected").await;
     assert_eq!(env.client.result_count(id).await, 1, "one result for {id}");
     result
 }
@@ -109,12 +108,7 @@ async fn bad_input_is_rejected_with_a_clear_error() {
         .expect("a generated request_id");
     assert!(is_valid_id(id), "generated id {id:?} breaks the id rule");
     assert_ne!(id, "has space!");
-    let status = env
-        .client
-        .status(id)
-        .await
-        .expect("status under the generated id");
-    assert_eq!(status["state"], "rejected", "{status:#}");
+    env.client.wait_state(id, "rejected").await;
 
     // Unknown task and input failing the schema.
     assert_rejected(&env, "unknown-task", "unknown_task").await;

@@ -23,8 +23,7 @@ async fn exhausted_request_goes_to_dlq_and_replays() {
     assert_eq!(result["attempts"], 3, "{result:#}");
     assert_eq!(result["metadata"], json!({"ticket": 7}), "{result:#}");
     assert_eq!(env.github.requests("broken-org/broken"), 3);
-    let status = env.client.status("dead-1").await.expect("a status record");
-    assert_eq!(status["state"], "dead", "{status:#}");
+    env.client.wait_state("dead-1", "dead").await;
 
     let letter = env
         .client
@@ -106,8 +105,7 @@ async fn exhausted_request_goes_to_dlq_and_replays() {
         1,
         "after a replay the new outcome is the one stored result"
     );
-    let status = env.client.status("dead-1").await.expect("a status record");
-    assert_eq!(status["state"], "succeeded", "{status:#}");
+    env.client.wait_state("dead-1", "succeeded").await;
 
     let out = env.cli(&["dlq", "list", "--json"]).await;
     assert_eq!(out.code, Some(0), "{out}");

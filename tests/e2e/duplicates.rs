@@ -56,6 +56,5 @@ async fn duplicate_id_runs_once_and_stores_one_result() {
         1,
         "the task ran more than once"
     );
-    let status = env.client.status("dup-1").await.expect("a status record");
-    assert_eq!(status["state"], "succeeded", "{status:#}");
+    env.client.wait_state("dup-1", "succeeded").await;
 }

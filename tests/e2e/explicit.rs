@@ -30,12 +30,7 @@ async fn explicit_task_skips_the_classifier_and_carries_metadata() {
             && trace_id.chars().any(|c| c != '0'),
         "trace_id should be a W3C trace id: {result:#}"
     );
-    let status = env
-        .client
-        .status("explicit-1")
-        .await
-        .expect("a status record");
-    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let status = env.client.wait_state("explicit-1", "succeeded").await;
     assert_eq!(status["task"], "text.transform", "{status:#}");
     for field in ["created_at", "updated_at"] {
         assert!(

@@ -24,12 +24,7 @@ async fn not_found_fails_without_retry() {
         message.contains("ghost-org/ghost-repo"),
         "the message should name the repo: {message:?}"
     );
-    let status = env
-        .client
-        .status("missing-1")
-        .await
-        .expect("a status record");
-    assert_eq!(status["state"], "failed", "{status:#}");
+    env.client.wait_state("missing-1", "failed").await;
 
     // No retry happens later either, and nothing goes to the DLQ.
     tokio::time::sleep(Duration::from_secs(2)).await;

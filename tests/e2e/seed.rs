@@ -66,8 +66,7 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
         .as_str()
         .expect("request_id is a string");
     assert!(is_valid_id(id), "generated id {id:?} breaks the id rule");
-    let status = env.client.status(id).await.expect("a status record");
-    assert_eq!(status["state"], "succeeded", "{status:#}");
+    env.client.wait_state(id, "succeeded").await;
     assert_eq!(env.client.result_count(id).await, 1);
 
     // The second seed request.
@@ -117,6 +116,5 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
     let result = env.client.wait_result("chat-1", WAIT).await;
     assert_outcome(&result, "failed", Some("no_llm"));
     assert_eq!(result["task"], "chat", "{result:#}");
-    let status = env.client.status("chat-1").await.expect("a status record");
-    assert_eq!(status["state"], "failed", "{status:#}");
+    env.client.wait_state("chat-1", "failed").await;
 }

@@ -58,7 +58,6 @@ async fn server_restart_mid_burst_loses_and_duplicates_nothing() {
             json!({"text": format!("ITEM {i}")}),
             "{result:#}"
         );
-        let status = env.client.status(id).await.expect("a status record");
-        assert_eq!(status["state"], "succeeded", "{status:#}");
+        env.client.wait_state(id, "succeeded").await;
     }
 }

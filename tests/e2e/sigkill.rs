@@ -47,8 +47,7 @@ async fn killed_worker_task_is_redelivered_and_finished_once() {
         env.github.requests("slow-org/slow") >= 2,
         "redelivered after the kill"
     );
-    let status = env.client.status("kill-1").await.expect("a status record");
-    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let status = env.client.wait_state("kill-1", "succeeded").await;
     assert_eq!(status["worker"], survivor, "{status:#}");
 
     // Nothing more happens later.

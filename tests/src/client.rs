@@ -5,6 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::dlq::DeadLetter;
+use crate::watch::StatusWatch;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -275,6 +278,19 @@ impl Client {
         }
     }
 
+    /// Waits up to [`crate::WAIT`] for the status of `id` to reach `state`, and returns it.
+    ///
+    /// The status record may trail the result by a moment (the result is published first), so
+    /// tests wait for a state rather than read it once.
+    ///
+    /// # Panics
+    ///
+    /// When it does not get there in time.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        self.wait_status(id, crate::WAIT, |s| s["state"] == state)
+            .await
+    }
+
     /// Starts recording every value the status of `id` takes from now on (start it before
     /// publishing to see every state).
     ///
@@ -370,110 +386,6 @@ impl Client {
             }
         }
         messages
-    }
-}
-
-/// The values a status record took, recorded by a KV watch.
-#[derive(Debug)]
-pub struct StatusWatch {
-    /// Values in the order they were seen.
-    seen: Arc<Mutex<Vec<Value>>>,
-    /// The watch task, aborted on drop.
-    task: tokio::task::JoinHandle<()>,
-}
-
-// === impl StatusWatch ===
-
-impl StatusWatch {
-    /// Every value seen so far.
-    pub fn values(&self) -> Vec<Value> {
-        self.seen.lock().expect("status watch").clone()
-    }
-
-    /// The `state` of every value seen so far, in order.
-    pub fn states(&self) -> Vec<String> {
-        self.values()
-            .iter()
-            .map(|v| v["state"].as_str().unwrap_or("<no state>").to_string())
-            .collect()
-    }
-
-    /// Waits up to `timeout` for a value whose `state` is `state`, and returns it.
-    ///
-    /// # Panics
-    ///
-    /// When none is seen by then.
-    pub async fn wait_for_state(&self, state: &str, timeout: Duration) -> Value {
-        let found = crate::poll_until(timeout, || async {
-            self.values().into_iter().find(|v| v["state"] == state)
-        })
-        .await;
-        found.unwrap_or_else(|| {
-            panic!(
-                "state {state} not seen within {timeout:?}; states seen: {:?}",
-                self.states()
-            )
-        })
-    }
-}
-
-impl Drop for StatusWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A message of `FLEET_DLQ`.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    /// `fleet.dlq.<task>` or `fleet.dlq.unreadable`.
-    pub subject: String,
-    /// Stream sequence.
-    pub sequence: u64,
-    /// Headers (name, value), in no particular order.
-    pub headers: Vec<(String, String)>,
-    /// The original body.
-    pub payload: Bytes,
-}
-
-// === impl DeadLetter ===
-
-impl DeadLetter {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `Fleet-Request-Id` header.
-    pub fn request_id(&self) -> Option<&str> {
-        self.header("Fleet-Request-Id")
-    }
-
-    /// The `Fleet-Errors` header parsed as JSON (`Value::Null` when absent or not JSON).
-    pub fn errors(&self) -> Value {
-        self.header("Fleet-Errors")
-            .and_then(|h| serde_json::from_str(h).ok())
-            .unwrap_or(Value::Null)
-    }
-}
-
-impl From<StreamMessage> for DeadLetter {
-    fn from(message: StreamMessage) -> Self {
-        let mut headers = Vec::new();
-        for (name, values) in message.headers.iter() {
-            for value in values {
-                headers.push((name.to_string(), value.as_str().to_string()));
-            }
-        }
-        Self {
-            subject: message.subject.to_string(),
-            sequence: message.sequence,
-            headers,
-            payload: message.payload,
-        }
     }
 }
 

@@ -19,8 +19,10 @@
 //! - `tempdir.rs`: a self-removing temporary directory.
 //! - `nats.rs`: the `nats-server` guard.
 //! - `github.rs`: the fake GitHub API.
-//! - `fleet.rs`: the fleet's processes, their logs and their readiness.
+//! - `fleet/`: the fleet's processes (builder, processes, logs, readiness).
 //! - `client.rs`: the NATS-side view a user of the fleet has.
+//! - `watch.rs`: the states a request goes through.
+//! - `dlq.rs`: dead letters.
 //! - `cli.rs`: running the `fleet` CLI.
 //! - `http.rs`: a minimal HTTP GET (health endpoints, fake GitHub self-test).
 //! - `env.rs`: one test's whole world ([`TestEnv`]) and shared assertions.
@@ -39,25 +41,29 @@
 
 pub mod cli;
 pub mod client;
+pub mod dlq;
 pub mod env;
 pub mod fleet;
 pub mod github;
 pub mod http;
 pub mod nats;
 pub mod tempdir;
+pub mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{CliOutput, run_cli};
-pub use client::{Client, DeadLetter, StatusWatch};
+pub use client::Client;
+pub use dlq::DeadLetter;
 pub use env::{TestEnv, assert_outcome};
 pub use fleet::{Fleet, FleetBuilder};
 pub use github::{FakeGithub, Repo};
 pub use http::{HttpResponse, http_get};
 pub use nats::NatsServer;
 pub use tempdir::TempDir;
+pub use watch::StatusWatch;
 
 /// The tasks every worker runs by default, as named in the SPEC.
 pub const BUILTIN_TASKS: [&str; 3] = ["github.repo_info", "text.transform", "chat"];

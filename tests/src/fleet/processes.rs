@@ -1,9 +1,4 @@
-//! The fleet's real processes (`dispatcher`, `worker`) as children of the test.
-//!
-//! Each process gets a clean environment: `NATS_URL`, the fast test settings from the design
-//! notes, and whatever the test adds. No LLM, no OTLP endpoint and no GitHub token leak in from
-//! the machine, so nothing leaves 127.0.0.1. Output goes to one log file per process; the tails
-//! are printed when a test panics.
+//! The running processes of one fleet, their logs and their readiness.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -11,78 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::github::FakeGithub;
-use crate::nats::NatsServer;
+use super::builder::PASS_THROUGH;
 use crate::tempdir::TempDir;
-
-/// The fast settings for tests (see the design notes), before the test's own overrides.
-pub const FAST_SETTINGS: [(&str, &str); 6] = [
-    ("FLEET_ACK_WAIT", "2s"),
-    ("FLEET_BACKOFF_MIN", "50ms"),
-    ("FLEET_BACKOFF_MAX", "200ms"),
-    ("FLEET_MAX_ATTEMPTS", "3"),
-    ("FLEET_DRAIN_GRACE", "5s"),
-    ("FLEET_METRICS_PORT", "0"),
-];
-
-/// Variables passed through from the test's environment, if set.
-const PASS_THROUGH: [&str; 4] = ["PATH", "HOME", "TMPDIR", "RUST_BACKTRACE"];
-
-/// Configures a [`Fleet`] before starting it.
-#[derive(Debug)]
-pub struct FleetBuilder {
-    /// The server everyone connects to.
-    nats_url: String,
-    /// Settings for every process (fast settings, then overrides).
-    env: BTreeMap<String, String>,
-    /// `FLEET_WORKER_ID` of each worker to start.
-    workers: Vec<String>,
-}
-
-// === impl FleetBuilder ===
-
-impl FleetBuilder {
-    /// Sets an environment variable for every process (overriding a fast setting).
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.insert(key.to_string(), value.to_string());
-        self
-    }
-
-    /// Points `GITHUB_API_URL` at the fake.
-    pub fn github(self, github: &FakeGithub) -> Self {
-        let url = github.url();
-        self.env("GITHUB_API_URL", &url)
-    }
-
-    /// The workers to start, by `FLEET_WORKER_ID` (default: one worker `w1`).
-    pub fn workers(mut self, ids: &[&str]) -> Self {
-        self.workers = ids.iter().map(|id| id.to_string()).collect();
-        self
-    }
-
-    /// Starts the dispatcher and the workers and waits until the fleet is ready
-    /// (see [`Fleet::wait_ready`]).
-    ///
-    /// # Panics
-    ///
-    /// When a binary is missing, a process dies, or the fleet is not ready in time.
-    pub async fn start(self) -> Fleet {
-        let mut fleet = Fleet {
-            dir: TempDir::new("fleet"),
-            nats_url: self.nats_url,
-            env: self.env,
-            dispatcher: None,
-            workers: BTreeMap::new(),
-            retired: Vec::new(),
-        };
-        for id in &self.workers {
-            fleet.start_worker(id);
-        }
-        fleet.start_dispatcher();
-        fleet.wait_ready().await;
-        fleet
-    }
-}
 
 /// One child process and its log.
 #[derive(Debug)]
@@ -128,15 +53,15 @@ pub struct Fleet {
 // === impl Fleet ===
 
 impl Fleet {
-    /// A builder with the fast settings and one worker `w1`.
-    pub fn builder(nats: &NatsServer) -> FleetBuilder {
-        FleetBuilder {
-            nats_url: nats.url(),
-            env: FAST_SETTINGS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            workers: vec!["w1".to_string()],
+    /// A fleet with no process running yet, for [`FleetBuilder::start`].
+    pub(super) fn new(nats_url: String, env: BTreeMap<String, String>) -> Self {
+        Self {
+            dir: TempDir::new("fleet"),
+            nats_url,
+            env,
+            dispatcher: None,
+            workers: BTreeMap::new(),
+            retired: Vec::new(),
         }
     }
 
