@@ -8,7 +8,7 @@ use fleet_common::{
     topology::Fleet,
 };
 
-use crate::{EXIT_NO_NATS, dlq, inspect, submit};
+use crate::{EXIT_NO_NATS, dlq, eval, inspect, submit};
 
 /// Default time `--wait` and `watch` wait for a result.
 pub(crate) const DEFAULT_TIMEOUT: &str = "120s";
@@ -64,6 +64,24 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure routing quality: send labelled requests (JSONL: text, task, args) and print the
+    /// accuracy per task and overall.
+    Eval {
+        /// The labelled requests, one JSON object per line.
+        file: std::path::PathBuf,
+        /// Give up waiting for results after this long (exit code 3).
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print JSON, misses included.
+        #[arg(long)]
+        json: bool,
+        /// Print each request that was routed wrong.
+        #[arg(long)]
+        misses: bool,
+        /// Exit 1 when the overall accuracy (task and arguments) is below this percentage.
+        #[arg(long, default_value_t = 0.0)]
+        min_accuracy: f64,
+    },
     /// Print the Jaeger link of a request's trace.
     Trace {
         /// The request id.
@@ -99,6 +117,13 @@ pub(crate) async fn run(cli: Cli) -> i32 {
         Command::Watch { id, timeout, json } => submit::watch(&fleet, &id, timeout, json).await,
         Command::Dlq { command } => dlq::run(&fleet, command).await,
         Command::Catalog { json } => inspect::catalog(&fleet, json).await,
+        Command::Eval {
+            file,
+            timeout,
+            json,
+            misses,
+            min_accuracy,
+        } => eval::eval(&fleet, &file, timeout, json, misses, min_accuracy).await,
         Command::Trace {
             id,
             jaeger_url,

@@ -10,10 +10,12 @@
 //! - `submit` - `submit`, `watch` and the wait loop.
 //! - `inspect` - `status`, `catalog`, `trace`.
 //! - `dlq` - `dlq list`, `dlq replay`.
+//! - `eval` - routing accuracy on labelled requests.
 //! - `output` - printing results and states.
 
 mod commands;
 mod dlq;
+mod eval;
 mod inspect;
 mod output;
 mod submit;

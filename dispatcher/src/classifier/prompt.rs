@@ -157,8 +157,8 @@ mod tests {
             "required": ["text"]
         });
         let mut strict = strict_schema(&schema);
-        let mut required: Vec<String> = serde_json::from_value(strict["required"].take())
-            .expect("required is a list of names");
+        let mut required: Vec<String> =
+            serde_json::from_value(strict["required"].take()).expect("required is a list of names");
         required.sort();
         assert_eq!(required, ["op", "text"]);
         assert_eq!(

@@ -41,14 +41,14 @@ static REPO: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 static GITHUB_WORDS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(stars?|stargazers?|contributors?|repos?|repository|repositories|github|forks?|maintainers?|popular)\b|github\.com/")
+    Regex::new(r"(?i)\b(stars?|starred|stargazers?|contribut\w*|repos?|repository|repositories|github|forks?|maintain\w*|popular)\b|github\.com/")
         .expect("valid regex")
 });
 /// Text operations and the words that ask for them, most specific first.
 static OPS: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
     [
         ("title", r"(?i)\btitle[\s-]*case(?:d)?\b"),
-        ("swapcase", r"(?i)\bswap[\s-]*case\b|\binvert(?:ed)?\s+(?:the\s+)?case\b"),
+        ("swapcase", r"(?i)\bswap[\s-]*(?:the\s+)?case\b|\binvert(?:ed)?\s+(?:the\s+)?case\b"),
         ("upper", r"(?i)\bupper[\s-]*case(?:d)?\b|\bupper\b|\ball[\s-]+caps\b|\bcaps(?:\s+lock)?\b|\bcapital\s+letters\b|\bcapitali[sz]e\s+(?:all|every(?:thing)?)\b"),
         ("lower", r"(?i)\blower[\s-]*case(?:d)?\b|\blower\b|\bsmall\s+letters\b|\bdown[\s-]*case\b"),
         ("capitalize", r"(?i)\bcapitali[sz]e(?:d)?\b"),
@@ -164,11 +164,13 @@ fn extract_unquoted(text: &str, op_start: usize, op_end: usize) -> Option<String
             .to_owned();
         (!s.is_empty()).then_some(s)
     };
-    // "uppercase: some text" or "make this uppercase: some text"
-    if let Some((_, after)) = text.split_once(':')
-        && let Some(s) = clean(after)
-    {
-        return Some(s);
+    // "uppercase: some text" or "make this uppercase: some text": everything after the colon
+    // is the text, only a final full stop dropped.
+    if let Some((_, after)) = text.split_once(':') {
+        let after = after.trim().trim_end_matches(['.', '!']).trim();
+        if !after.is_empty() {
+            return Some(after.to_owned());
+        }
     }
     let before = &text[..op_start];
     let after = &text[op_end..];
@@ -240,6 +242,12 @@ mod tests {
             ),
             ("can you capitalize the word paris?", "paris", "capitalize"),
             ("Convert ABC to lower case please", "ABC", "lower"),
+            ("swap the case of 'HeLLo'", "HeLLo", "swapcase"),
+            (
+                "lower-case this text: QUIET PLEASE",
+                "QUIET PLEASE",
+                "lower",
+            ),
         ];
         for (text, target, op) in cases {
             assert_eq!(
