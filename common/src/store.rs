@@ -247,6 +247,10 @@ impl Fleet {
     /// Keeps a message in the dead-letter queue on `<prefix>.dlq.<task>`, with its original body
     /// and headers plus `Fleet-Request-Id`, `Fleet-Task` and `Fleet-Errors`.
     ///
+    /// `dedupe_id` names this dead letter for JetStream's duplicate window, so a worker that
+    /// crashes between this call and storing the result does not leave two dead letters when
+    /// the redelivery buries the task again.
+    ///
     /// # Errors
     ///
     /// [`Error::JetStream`] when the DLQ stream does not acknowledge it.
@@ -257,12 +261,14 @@ impl Fleet {
         original_headers: Option<&HeaderMap>,
         payload: Bytes,
         errors: &[AttemptError],
+        dedupe_id: &str,
     ) -> Result<(), Error> {
+        let attempts = errors.len();
         let mut headers = HeaderMap::new();
         if let Some(original) = original_headers {
             for (name, values) in original.iter() {
-                // A message id would make the DLQ stream drop a second dead letter of the same
-                // request within its duplicate window.
+                // The original message id would make the DLQ stream drop the dead letter of a
+                // replayed request within its duplicate window; `dedupe_id` replaces it.
                 if name.as_ref() as &str == MSG_ID_HEADER {
                     continue;
                 }
@@ -271,6 +277,7 @@ impl Fleet {
                 }
             }
         }
+        headers.insert(MSG_ID_HEADER, dedupe_id);
         headers.insert(REQUEST_ID_HEADER, request_id);
         if task != "unreadable" {
             headers.insert(TASK_HEADER, task);
@@ -285,7 +292,7 @@ impl Fleet {
             messaging.system = "nats",
             messaging.operation.type = "publish",
             messaging.destination.name = %subject,
-            fleet.attempts = errors.len(),
+            fleet.attempts = attempts,
         );
         async {
             let ack = self

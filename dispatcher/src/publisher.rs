@@ -101,7 +101,14 @@ pub async fn reject(
             message: rejected.error.message.clone(),
         }];
         fleet
-            .dead_letter("unreadable", &rejected.id, headers, payload, &errors)
+            .dead_letter(
+                "unreadable",
+                &rejected.id,
+                headers,
+                payload,
+                &errors,
+                &format!("{}.unreadable", rejected.id),
+            )
             .await?;
     }
     let result = TaskResult {

@@ -266,6 +266,7 @@ impl Handler {
                 msg.headers.as_ref(),
                 msg.payload.clone(),
                 &record.errors,
+                &format!("{}.dead{}", task.request_id, stream_seq(msg)),
             )
             .await?;
         let mut result = TaskResult::for_task(task, Outcome::Dead, attempts);
@@ -347,6 +348,7 @@ impl Handler {
                 msg.headers.as_ref(),
                 msg.payload.clone(),
                 &errors,
+                &format!("task.unreadable{}", stream_seq(msg)),
             )
             .await?;
         if let Some(id) = id {
@@ -370,4 +372,9 @@ impl Handler {
         }
         Ok(Ending::Term)
     }
+}
+
+/// The message's sequence in the tasks stream (0 when it has no JetStream metadata).
+fn stream_seq(msg: &Message) -> u64 {
+    msg.info().map(|i| i.stream_sequence).unwrap_or(0)
 }
