@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fleet_common::{
-    config::{NatsArgs, parse_duration},
+    config::{NatsArgs, OtlpArgs, parse_duration},
     topology::Fleet,
 };
 
@@ -22,6 +22,11 @@ pub(crate) struct Cli {
     /// How to reach NATS.
     #[command(flatten)]
     pub(crate) nats: NatsArgs,
+
+    /// Where spans go: with an endpoint, `submit` starts the request's trace and sends its
+    /// `traceparent`.
+    #[command(flatten)]
+    pub(crate) otlp: OtlpArgs,
 
     /// What to do.
     #[command(subcommand)]
@@ -112,7 +117,7 @@ pub(crate) async fn run(cli: Cli) -> i32 {
         }
     };
     let code = match cli.command {
-        Command::Submit(args) => submit::submit(&fleet, args).await,
+        Command::Submit(args) => submit::submit(&fleet, args, cli.otlp.exports()).await,
         Command::Status { id, json } => inspect::status(&fleet, &id, json).await,
         Command::Watch { id, timeout, json } => submit::watch(&fleet, &id, timeout, json).await,
         Command::Dlq { command } => dlq::run(&fleet, command).await,

@@ -38,6 +38,21 @@ pub(crate) const EXIT_NO_NATS: i32 = 4;
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let code = commands::run(cli).await;
+    let code = {
+        // Dropped before exit, so the submit span is flushed.
+        let _telemetry = match fleet_common::telemetry::init(
+            "fleet-cli",
+            &cli.otlp,
+            fleet_common::config::LogFormat::Text,
+            "warn",
+        ) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("fleet: {e}");
+                None
+            }
+        };
+        commands::run(cli).await
+    };
     std::process::exit(code);
 }

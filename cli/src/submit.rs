@@ -7,10 +7,12 @@ use clap::Args;
 use fleet_common::{
     config::parse_duration,
     messages::{MSG_ID_HEADER, RequestBody, StatusRecord, is_valid_id},
+    telemetry,
     topology::Fleet,
 };
 use futures::StreamExt;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::{
     EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,
@@ -56,7 +58,7 @@ fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// Runs `fleet submit`.
-pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs) -> i32 {
+pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32 {
     let id = args.id.clone().unwrap_or_else(|| nuid::next().to_string());
     if !is_valid_id(&id) {
         eprintln!("fleet: --id `{id}` is not valid: use 1 to 64 letters, digits, `-` or `_`");
@@ -109,14 +111,30 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs) -> i32 {
 
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID_HEADER, id.as_str());
+    let subject = fleet.topology.requests_subject();
+    let span = tracing::info_span!(
+        "fleet.submit",
+        otel.name = format!("{subject} publish"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        messaging.message.id = %id,
+    );
+    if traced {
+        // Only an exported span may be the trace's root; otherwise the dispatcher starts it.
+        let _entered = span.enter();
+        telemetry::inject(&mut headers);
+    }
     let published = match fleet
         .js
-        .publish_with_headers(fleet.topology.requests_subject(), headers, payload.into())
+        .publish_with_headers(subject, headers, payload.into())
+        .instrument(span.clone())
         .await
     {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
+    drop(span);
     if let Err(e) = published {
         eprintln!("fleet: the request was not accepted by NATS: {e}");
         return EXIT_NO_NATS;

@@ -191,17 +191,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// How a process reports on itself: logs, traces, metrics and health.
+/// Where spans go: the OpenTelemetry standard variables.
 #[derive(Debug, Clone, Args)]
-pub struct TelemetryArgs {
-    /// Log format (`text` or `json`); RUST_LOG filters the lines.
-    #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Port of /metrics, /healthz and /readyz; 0 picks a free port and logs it.
-    #[arg(long, env = "FLEET_METRICS_PORT", default_value_t = DEFAULT_METRICS_PORT)]
-    pub metrics_port: u16,
-
+pub struct OtlpArgs {
     /// OTLP collector endpoint (such as http://localhost:4317); unset, no spans are exported.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -213,6 +205,31 @@ pub struct TelemetryArgs {
     /// Service name on the spans (default: fleet-dispatcher, fleet-worker or fleet-cli).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
+}
+
+// === impl OtlpArgs ===
+
+impl OtlpArgs {
+    /// Whether spans are exported.
+    pub fn exports(&self) -> bool {
+        self.otlp_endpoint.as_deref().is_some_and(|e| !e.is_empty())
+    }
+}
+
+/// How a process reports on itself: logs, traces, metrics and health.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format (`text` or `json`); RUST_LOG filters the lines.
+    #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Port of /metrics, /healthz and /readyz; 0 picks a free port and logs it.
+    #[arg(long, env = "FLEET_METRICS_PORT", default_value_t = DEFAULT_METRICS_PORT)]
+    pub metrics_port: u16,
+
+    /// Where spans go.
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// Which OpenAI-compatible server answers LLM calls, if any.

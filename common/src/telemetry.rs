@@ -17,7 +17,7 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitEx
 
 use crate::{
     Error,
-    config::{LogFormat, TelemetryArgs},
+    config::{LogFormat, OtlpArgs},
 };
 
 /// Flushes and shuts the trace pipeline down when dropped: spans are not lost on exit.
@@ -37,7 +37,8 @@ impl Drop for TelemetryGuard {
 }
 
 /// Sets up logs and traces for a process named `default_service` (unless `OTEL_SERVICE_NAME`
-/// says otherwise). Call it once, early in `main`, inside the Tokio runtime; keep the guard.
+/// says otherwise), logging at `info` unless `RUST_LOG` says otherwise. Call it once, early in
+/// `main`, inside the Tokio runtime; keep the guard.
 ///
 /// # Errors
 ///
@@ -45,10 +46,15 @@ impl Drop for TelemetryGuard {
 ///
 /// ```no_run
 /// # async fn f(args: fleet_common::config::TelemetryArgs) -> Result<(), fleet_common::Error> {
-/// let _guard = fleet_common::telemetry::init("fleet-worker", &args)?;
+/// let _guard = fleet_common::telemetry::init("fleet-worker", &args.otlp, args.log_format, "info")?;
 /// # Ok(()) }
 /// ```
-pub fn init(default_service: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Error> {
+pub fn init(
+    default_service: &str,
+    args: &OtlpArgs,
+    log_format: LogFormat,
+    default_filter: &str,
+) -> Result<TelemetryGuard, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let service = args
         .service_name
@@ -65,10 +71,11 @@ pub fn init(default_service: &str, args: &TelemetryArgs) -> Result<TelemetryGuar
     let tracer = provider.tracer(service);
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let result = match args.log_format {
+    let result = match log_format {
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .try_init(),
