@@ -62,6 +62,8 @@ pub struct Catalog {
     tasks: BTreeMap<String, Arc<Entry>>,
     /// Bumped on every change, so caches keyed on it go stale with the catalog.
     version: u64,
+    /// When a task last came or went (None: never).
+    changed_at: Option<std::time::Instant>,
 }
 
 /// A catalog shared between the watcher (which swaps in new versions) and its readers.
@@ -84,6 +86,10 @@ impl Catalog {
     ///
     /// [`Error::Config`] when the task's input schema is not a valid JSON Schema.
     pub fn insert(&mut self, spec: TaskSpec) -> Result<(), Error> {
+        if self.get(&spec.name) == Some(&spec) {
+            // A restarted worker publishes the same spec again: nothing changed.
+            return Ok(());
+        }
         let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
             Error::Config(format!(
                 "task {} has an invalid input schema: {e}",
@@ -93,6 +99,7 @@ impl Catalog {
         self.tasks
             .insert(spec.name.clone(), Arc::new(Entry { spec, validator }));
         self.version += 1;
+        self.changed_at = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -100,6 +107,7 @@ impl Catalog {
     pub fn remove(&mut self, name: &str) {
         if self.tasks.remove(name).is_some() {
             self.version += 1;
+            self.changed_at = Some(std::time::Instant::now());
         }
     }
 
@@ -116,6 +124,11 @@ impl Catalog {
     /// Whether no task is known.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// How long since a task last came or went (`None`: never).
+    pub fn since_change(&self) -> Option<Duration> {
+        self.changed_at.map(|t| t.elapsed())
     }
 
     /// Changes with every insert or removal.

@@ -199,8 +199,11 @@ impl Llm {
                 Ok(response) => {
                     span.record("gen_ai.response.model", response.model.as_str());
                     if let Some(usage) = &response.usage {
-                        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-                        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+                        span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
+                        span.record(
+                            "gen_ai.usage.output_tokens",
+                            i64::from(usage.completion_tokens),
+                        );
                     }
                     Ok(response)
                 }

@@ -292,7 +292,7 @@ impl Fleet {
             messaging.system = "nats",
             messaging.operation.type = "publish",
             messaging.destination.name = %subject,
-            fleet.attempts = attempts,
+            fleet.attempts = i64::try_from(attempts).unwrap_or(i64::MAX),
         );
         async {
             let ack = self

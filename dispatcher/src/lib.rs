@@ -53,6 +53,9 @@ use crate::{
 };
 pub use crate::{config::Config, error::Error};
 
+/// How long the catalog must be still before the dispatcher starts routing.
+const CATALOG_SETTLE: Duration = Duration::from_millis(750);
+
 /// Runs the dispatcher until `shutdown` completes, then drains within the grace period.
 ///
 /// # Errors
@@ -123,7 +126,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // empty catalog would reject everything.
     let mut announced = false;
     loop {
-        let ready = *loaded_rx.borrow_and_update() && !snapshot(&shared).is_empty();
+        // Workers publish their tasks one after another: wait until the catalog has been still
+        // for a moment, so requests already waiting are not routed against half of it.
+        let current = snapshot(&shared);
+        let ready = *loaded_rx.borrow_and_update()
+            && !current.is_empty()
+            && current.since_change().is_none_or(|d| d >= CATALOG_SETTLE);
         if ready {
             break;
         }
@@ -327,9 +335,17 @@ impl Dispatcher {
         };
 
         let catalog = snapshot(&self.catalog);
-        let decision = self.decide(&incoming, &catalog).await;
+        let mut decision = self.decide(&incoming, &catalog).await;
+        if catalog.get(&decision.task).is_none()
+            && decision.by == ClassifiedBy::Rules
+            && let Body::Text(text) = &incoming.body
+            && catalog.get(classifier::FALLBACK_TASK).is_some()
+        {
+            // The rules know the built-in tasks; a fleet may run without some of them.
+            decision = classifier::chat(text);
+        }
         span.record("task", decision.task.as_str());
-        span.record("classified_by", tracing::field::debug(decision.by));
+        span.record("classified_by", by_label(decision.by));
         let checked = catalog.check(&decision.task, &decision.input);
         if let Err(error) = checked {
             self.count_rejection(&error);
@@ -384,7 +400,7 @@ impl Dispatcher {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(error = %e, "classifier failed; the rules route this request");
-                    classifier::route_in(text, catalog)
+                    classifier::route(text)
                 }
             },
         }

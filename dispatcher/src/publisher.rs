@@ -38,7 +38,10 @@ pub async fn publish_task(fleet: &Fleet, task: &TaskMessage) -> Result<(), Error
             what: "task message",
             source,
         })?;
-        tracing::Span::current().record("messaging.message.body.size", body.len());
+        tracing::Span::current().record(
+            "messaging.message.body.size",
+            i64::try_from(body.len()).unwrap_or(i64::MAX),
+        );
         let mut headers = HeaderMap::new();
         telemetry::inject(&mut headers);
         let publish = PublishMessage::build()

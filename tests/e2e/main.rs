@@ -1,4 +1,5 @@
-//! End-to-end tests: real nats-server, real fleet binaries, fake GitHub.
+//! End-to-end tests: real nats-server, real fleet binaries, fake GitHub, a scripted
+//! OpenAI-compatible server and an OTLP receiver.
 //!
 //! One module per scenario. Build the binaries first: `cargo build --workspace --bins`.
 
@@ -7,9 +8,13 @@ mod dead_letter;
 mod duplicates;
 mod explicit;
 mod health;
+mod llm_routing;
+mod metrics;
 mod permanent_failure;
 mod retries;
 mod seed;
 mod server_restart;
 mod sigkill;
 mod sigterm;
+mod startup;
+mod telemetry;

@@ -122,6 +122,8 @@ struct RepoState {
     failures_left: usize,
     /// Arrival time of each request to the repo endpoint.
     info_requests: Vec<Instant>,
+    /// The `traceparent` header of each request to the repo endpoint (None when absent).
+    traceparents: Vec<Option<String>>,
     /// How many contributors pages were requested.
     contributor_requests: usize,
 }
@@ -201,6 +203,15 @@ impl FakeGithub {
             .unwrap_or_default()
     }
 
+    /// The `traceparent` header each request to `GET /repos/{owner}/{repo}` carried.
+    pub fn traceparents(&self, full_name: &str) -> Vec<Option<String>> {
+        let repos = self.shared.repos.lock().expect("fake GitHub state");
+        repos
+            .get(full_name)
+            .map(|s| s.traceparents.clone())
+            .unwrap_or_default()
+    }
+
     /// How many contributors pages were requested for `owner/repo`.
     pub fn contributor_requests(&self, full_name: &str) -> usize {
         let repos = self.shared.repos.lock().expect("fake GitHub state");
@@ -221,12 +232,18 @@ impl Drop for FakeGithub {
 async fn repo_info(
     State(shared): State<Arc<Shared>>,
     Path((owner, repo)): Path<(String, String)>,
+    request_headers: HeaderMap,
 ) -> Response {
     let full_name = format!("{owner}/{repo}");
+    let traceparent = request_headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let (response, delay) = {
         let mut repos = shared.repos.lock().expect("fake GitHub state");
         let state = repos.entry(full_name.clone()).or_default();
         state.info_requests.push(Instant::now());
+        state.traceparents.push(traceparent);
         match state.script.clone() {
             None => (not_found_response(), Duration::ZERO),
             Some(script) => {

@@ -10,6 +10,8 @@
 //!
 //! - [`NatsServer`]: a real `nats-server` with JetStream on a free port and its own store dir.
 //! - [`FakeGithub`]: a scriptable imitation of the GitHub REST API on `127.0.0.1:0`.
+//! - [`FakeOpenAi`]: a scripted OpenAI-compatible server on `127.0.0.1:0`.
+//! - [`OtlpReceiver`]: an OTLP/gRPC trace receiver on `127.0.0.1:0`.
 //! - [`Fleet`]: the real `dispatcher` and `worker` binaries as child processes.
 //! - [`Client`]: publish requests and read results, states and dead letters.
 //! - [`cli`]: run the `fleet` binary.
@@ -19,6 +21,9 @@
 //! - `tempdir.rs`: a self-removing temporary directory.
 //! - `nats.rs`: the `nats-server` guard.
 //! - `github.rs`: the fake GitHub API.
+//! - `openai.rs`: the scripted OpenAI-compatible server.
+//! - `otlp.rs`: the OTLP trace receiver.
+//! - `metrics.rs`: scraping and reading Prometheus `/metrics`.
 //! - `fleet/`: the fleet's processes (builder, processes, logs, readiness).
 //! - `client.rs`: the NATS-side view a user of the fleet has.
 //! - `watch.rs`: the states a request goes through.
@@ -46,7 +51,10 @@ pub mod env;
 pub mod fleet;
 pub mod github;
 pub mod http;
+pub mod metrics;
 pub mod nats;
+pub mod openai;
+pub mod otlp;
 pub mod tempdir;
 pub mod watch;
 
@@ -61,7 +69,10 @@ pub use env::{TestEnv, assert_outcome};
 pub use fleet::{Fleet, FleetBuilder};
 pub use github::{FakeGithub, Repo};
 pub use http::{HttpResponse, http_get};
+pub use metrics::Scrape;
 pub use nats::NatsServer;
+pub use openai::{DefaultRoute, FakeOpenAi, LlmCall, Reply};
+pub use otlp::{CollectedSpan, OtlpReceiver};
 pub use tempdir::TempDir;
 pub use watch::StatusWatch;
 

@@ -73,7 +73,7 @@ impl Handler {
             request_id = Empty,
             task = Empty,
             task_id = Empty,
-            attempt,
+            attempt = i64::from(attempt),
             worker = %self.worker_id,
             trace_id = Empty,
             outcome = Empty,

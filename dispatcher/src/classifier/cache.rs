@@ -34,9 +34,10 @@ impl DecisionCache {
         }
     }
 
-    /// The key of `text` for a catalog version and model: case and white space do not matter.
+    /// The key of `text` for a catalog version and model: runs of white space do not matter,
+    /// case does (the input copies the request's words).
     pub fn key(text: &str, catalog_version: u64, model: &str) -> String {
-        let normal: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+        let normal: Vec<&str> = text.split_whitespace().collect();
         format!("{catalog_version}\u{1f}{model}\u{1f}{}", normal.join(" "))
     }
 
@@ -58,10 +59,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn keys_ignore_case_and_spacing_but_not_the_catalog() {
+    fn keys_ignore_spacing_but_not_case_or_the_catalog() {
         assert_eq!(
             DecisionCache::key("Make  X upper", 1, "m"),
-            DecisionCache::key("make x UPPER ", 1, "m")
+            DecisionCache::key(" Make X upper ", 1, "m")
+        );
+        assert_ne!(
+            DecisionCache::key("Make x upper", 1, "m"),
+            DecisionCache::key("Make X upper", 1, "m")
         );
         assert_ne!(
             DecisionCache::key("a", 1, "m"),

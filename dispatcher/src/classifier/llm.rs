@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     Breaker, Classify, ClassifyError, Decision, DecisionCache,
-    prompt::{few_shots, response_schema, system_prompt},
+    prompt::{response_schema, system_prompt},
 };
 use crate::metrics::Metrics;
 
@@ -182,14 +182,6 @@ impl LlmClassifier {
                 !self.use_json_schema(),
             )),
         )];
-        for (request, answer) in few_shots(catalog) {
-            messages.push(ChatCompletionRequestMessage::User(
-                ChatCompletionRequestUserMessage::from(request),
-            ));
-            messages.push(ChatCompletionRequestMessage::Assistant(
-                ChatCompletionRequestAssistantMessage::from(answer),
-            ));
-        }
         messages.push(ChatCompletionRequestMessage::User(
             ChatCompletionRequestUserMessage::from(text),
         ));

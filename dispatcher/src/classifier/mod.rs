@@ -17,5 +17,5 @@ pub use self::{
     decision::{Classify, ClassifyError, Decision, FALLBACK_TASK},
     llm::{LlmClassifier, LlmClassifierConfig, ResponseFormatMode},
     prompt::{response_schema, strict_schema},
-    rules::{Rules, route, route_in},
+    rules::{Rules, chat, route},
 };

@@ -20,19 +20,9 @@ impl Classify for Rules {
     fn classify<'a>(
         &'a self,
         text: &'a str,
-        catalog: Arc<Catalog>,
+        _catalog: Arc<Catalog>,
     ) -> BoxFuture<'a, Result<Decision, ClassifyError>> {
-        Box::pin(async move { Ok(route_in(text, &catalog)) })
-    }
-}
-
-/// The rules' decision, falling back to `chat` when the chosen task is not in `catalog`.
-pub fn route_in(text: &str, catalog: &Catalog) -> Decision {
-    let decision = route(text);
-    if catalog.get(&decision.task).is_none() && catalog.get(FALLBACK_TASK).is_some() {
-        chat(text)
-    } else {
-        decision
+        Box::pin(async move { Ok(route(text)) })
     }
 }
 
@@ -94,7 +84,8 @@ pub fn route(text: &str) -> Decision {
         .unwrap_or_else(|| chat(text))
 }
 
-fn chat(text: &str) -> Decision {
+/// The fallback decision for `text`: `chat` with the request as its prompt.
+pub fn chat(text: &str) -> Decision {
     Decision::new(
         FALLBACK_TASK,
         json!({ "prompt": text }),

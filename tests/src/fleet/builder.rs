@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use super::Fleet;
 use crate::github::FakeGithub;
 use crate::nats::NatsServer;
+use crate::openai::FakeOpenAi;
+use crate::otlp::OtlpReceiver;
 
 /// The fast settings for tests (see the design notes), before the test's own overrides.
 pub const FAST_SETTINGS: [(&str, &str); 6] = [
@@ -45,6 +47,20 @@ impl FleetBuilder {
         self.env("GITHUB_API_URL", &url)
     }
 
+    /// Points `OPENAI_BASE_URL` at the scripted OpenAI server (dispatcher and workers: LLM
+    /// routing and the `chat` task).
+    pub fn openai(self, openai: &FakeOpenAi) -> Self {
+        let url = openai.url();
+        self.env("OPENAI_BASE_URL", &url)
+    }
+
+    /// Exports every process's spans to `receiver` over OTLP/gRPC.
+    pub fn otlp(self, receiver: &OtlpReceiver) -> Self {
+        let endpoint = receiver.endpoint();
+        self.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    }
+
     /// The workers to start, by `FLEET_WORKER_ID` (default: one worker `w1`).
     pub fn workers(mut self, ids: &[&str]) -> Self {
         self.workers = ids.iter().map(|id| id.to_string()).collect();
@@ -64,6 +80,21 @@ impl FleetBuilder {
         }
         fleet.start_dispatcher();
         fleet.wait_ready().await;
+        fleet
+    }
+
+    /// Starts the workers and the dispatcher without waiting for anything (a fleet whose
+    /// workers come later: `workers(&[])`, then [`Fleet::start_worker`]).
+    ///
+    /// # Panics
+    ///
+    /// When a binary is missing or cannot be started.
+    pub fn start_unready(self) -> Fleet {
+        let mut fleet = Fleet::new(self.nats_url, self.env);
+        for id in &self.workers {
+            fleet.start_worker(id);
+        }
+        fleet.start_dispatcher();
         fleet
     }
 }

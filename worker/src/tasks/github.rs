@@ -88,7 +88,10 @@ impl GithubRepoInfo {
         let outcome = self.send(url, what).instrument(span.clone()).await;
         match &outcome {
             Ok(response) => {
-                span.record("http.response.status_code", response.status().as_u16());
+                span.record(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
             }
             Err(e) => {
                 let _entered = span.enter();

@@ -1,0 +1,63 @@
+//! Requests published before any worker is up wait in their stream and are routed once the
+//! workers have published the catalog: none is rejected because the catalog was still filling.
+
+use std::time::Duration;
+
+use fleet_tests::{Client, FakeGithub, Fleet, NatsServer, Repo, WAIT, assert_outcome, poll_until};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_sent_before_the_workers_start_are_all_routed() {
+    let nats = NatsServer::start();
+    let github = FakeGithub::start().await;
+    github.set("octo/hello", Repo::new().stars(5));
+    // The dispatcher alone: it waits for a catalog.
+    let mut fleet = Fleet::builder(&nats)
+        .github(&github)
+        .workers(&[])
+        .start_unready();
+    let waiting = poll_until(Duration::from_secs(15), || {
+        let logs = fleet.logs();
+        async move { logs.contains("waiting for workers").then_some(()) }
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the dispatcher never said it waits for the catalog:\n{}",
+        fleet.logs()
+    );
+    let client = Client::connect(&nats.url()).await;
+
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let id = format!("early-explicit-{i}");
+        client
+            .publish_json(&json!({"id": id, "task": "text.transform",
+                "input": {"text": format!("e{i}"), "op": "upper"}}))
+            .await;
+        ids.push((id, json!({"text": format!("E{i}")})));
+    }
+    for i in 0..4 {
+        let id = format!("early-text-{i}");
+        client
+            .publish_with_id(&id, format!("Make the letter `t{i}` uppercase"))
+            .await;
+        ids.push((id, json!({"text": format!("T{i}")})));
+    }
+    client
+        .publish_json(&json!({"id": "early-github", "task": "github.repo_info",
+            "input": {"owner": "octo", "repo": "hello"}}))
+        .await;
+
+    // Now the worker comes up and publishes its three tasks.
+    fleet.start_worker("w1");
+    for (id, output) in &ids {
+        let result = client.wait_result(id, WAIT).await;
+        assert_outcome(&result, "succeeded", None);
+        assert_eq!(&result["output"], output, "{result:#}");
+    }
+    let result = client.wait_result("early-github", WAIT).await;
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["output"]["stars"], 5, "{result:#}");
+    fleet.assert_running();
+}
