@@ -9,6 +9,7 @@ mod duplicates;
 mod explicit;
 mod health;
 mod llm_routing;
+mod local_model;
 mod metrics;
 mod permanent_failure;
 mod retries;

