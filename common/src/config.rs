@@ -158,6 +158,18 @@ impl NatsArgs {
         if let Some(seed) = &self.nats_nkey {
             opts = opts.nkey(seed.expose_secret().to_owned());
         }
+        // async-nats does not log in with credentials written into the URL; take them from the
+        // first server's `user:password@` or `token@` when no setting gives any.
+        let explicit = self.nats_creds.is_some()
+            || self.nats_user.is_some()
+            || self.nats_token.is_some()
+            || self.nats_nkey.is_some();
+        if !explicit && let Some((user, pass)) = url_credentials(&self.nats_url) {
+            opts = match pass {
+                Some(pass) => opts.user_and_password(user, pass),
+                None => opts.token(user),
+            };
+        }
         if let Some(ca) = &self.nats_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -168,6 +180,26 @@ impl NatsArgs {
                 source,
             })
     }
+}
+
+/// The `user:password@` (or `token@`) of the first server URL, percent-decoded.
+fn url_credentials(urls: &str) -> Option<(String, Option<String>)> {
+    let first = urls.split(',').next()?.trim();
+    let with_scheme = if first.contains("://") {
+        first.to_owned()
+    } else {
+        format!("nats://{first}")
+    };
+    let url = url::Url::parse(&with_scheme).ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    if url.username().is_empty() {
+        return None;
+    }
+    Some((decode(url.username()), url.password().map(decode)))
 }
 
 /// Removes any `user:password@` part from a server list before it is shown.
@@ -300,6 +332,19 @@ mod tests {
         assert!(parse_prefix("fleet-a_1").is_ok());
         assert!(parse_prefix("fleet.a").is_err());
         assert!(parse_prefix("").is_err());
+    }
+
+    #[test]
+    fn url_credentials_are_read() {
+        assert_eq!(
+            url_credentials("nats://u:p%40ss@h:4222,nats://h2"),
+            Some(("u".into(), Some("p@ss".into())))
+        );
+        assert_eq!(
+            url_credentials("nats://tok@h:4222"),
+            Some(("tok".into(), None))
+        );
+        assert_eq!(url_credentials("nats://h:4222"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! One module per scenario. Build the binaries first: `cargo build --workspace --bins`.
 
+mod auth;
 mod bad_input;
 mod dead_letter;
 mod duplicates;

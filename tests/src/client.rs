@@ -49,11 +49,17 @@ impl Client {
     /// When no connection can be made.
     pub async fn connect(url: &str) -> Self {
         let nats = crate::poll_until(Duration::from_secs(15), || async {
-            async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(2))
-                .connect(url)
-                .await
-                .ok()
+            let mut options =
+                async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+            // async-nats ignores credentials written into the URL.
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            if let Some((userinfo, _)) = rest.rsplit_once('@') {
+                options = match userinfo.split_once(':') {
+                    Some((user, pass)) => options.user_and_password(user.into(), pass.into()),
+                    None => options.token(userinfo.into()),
+                };
+            }
+            options.connect(url).await.ok()
         })
         .await
         .unwrap_or_else(|| panic!("cannot connect to {url}"));

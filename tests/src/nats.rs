@@ -21,6 +21,10 @@ pub struct NatsServer {
     dir: TempDir,
     /// The `nats-server` binary.
     bin: PathBuf,
+    /// Extra command-line arguments (authentication, say).
+    args: Vec<String>,
+    /// `user:password@` or `token@` for [`NatsServer::url`], when the server wants it.
+    userinfo: String,
 }
 
 // === impl NatsServer ===
@@ -32,6 +36,16 @@ impl NatsServer {
     ///
     /// When the binary cannot be found or started, or the port never answers.
     pub fn start() -> Self {
+        Self::start_with(&[], "")
+    }
+
+    /// Like [`NatsServer::start`] with extra server arguments (such as `--user u --pass p`);
+    /// `userinfo` (`u:p` or a token) goes into [`NatsServer::url`] so the harness can connect.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start_with(args: &[&str], userinfo: &str) -> Self {
         let dir = TempDir::new("nats");
         std::fs::create_dir_all(dir.path().join("store")).expect("create the JetStream store dir");
         let mut server = Self {
@@ -39,13 +53,24 @@ impl NatsServer {
             port: free_port(),
             dir,
             bin: nats_server_bin(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            userinfo: if userinfo.is_empty() {
+                String::new()
+            } else {
+                format!("{userinfo}@")
+            },
         };
         server.spawn();
         server
     }
 
-    /// The client URL, `nats://127.0.0.1:<port>`.
+    /// The client URL, `nats://[userinfo@]127.0.0.1:<port>`.
     pub fn url(&self) -> String {
+        format!("nats://{}127.0.0.1:{}", self.userinfo, self.port)
+    }
+
+    /// The client URL without credentials.
+    pub fn plain_url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -105,6 +130,7 @@ impl NatsServer {
             .arg("-js")
             .arg("-sd")
             .arg(self.dir.path().join("store"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
