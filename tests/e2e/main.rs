@@ -5,6 +5,7 @@
 
 mod auth;
 mod bad_input;
+mod chaos;
 mod dead_letter;
 mod duplicates;
 mod explicit;

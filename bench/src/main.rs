@@ -1,0 +1,157 @@
+//! `fleet-bench`: `bench` (the fleet against the broker's own limit) and `chaos` (kills and
+//! restarts, then exactly one result per request). Build the fleet first:
+//! `cargo build --release --workspace --bins`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_bench::{bench::BenchConfig, chaos::ChaosConfig};
+
+/// Benchmarks and chaos runs of the fleet on a nats-server of their own.
+///
+/// Build the fleet first: `cargo build --release --workspace --bins`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Config {
+    /// Directory holding the `dispatcher` and `worker` binaries [default: the directory of
+    /// fleet-bench itself, e.g. target/release].
+    #[arg(long, env = "FLEET_BENCH_BIN_DIR", global = true)]
+    bin_dir: Option<PathBuf>,
+    /// What to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The fleet against a bare JetStream relay: throughput, latency, start-up, memory.
+    Bench {
+        /// Requests per measurement (burst and fixed concurrency each).
+        #[arg(long, env = "FLEET_BENCH_REQUESTS", default_value_t = 10000)]
+        requests: usize,
+        /// Requests in flight in the fixed-concurrency run.
+        #[arg(long, env = "FLEET_BENCH_CONCURRENCY", default_value_t = 64)]
+        concurrency: usize,
+        /// Requests sent before measuring.
+        #[arg(long, env = "FLEET_BENCH_WARMUP", default_value_t = 500)]
+        warmup: usize,
+        /// Worker counts to run the fleet with, comma-separated.
+        #[arg(
+            long,
+            env = "FLEET_BENCH_WORKERS",
+            value_delimiter = ',',
+            default_value = "1,2,4"
+        )]
+        workers: Vec<usize>,
+        /// FLEET_CONCURRENCY of the fleet, and the relays' per-stage concurrency.
+        #[arg(long, env = "FLEET_BENCH_STAGE_CONCURRENCY", default_value_t = 16)]
+        stage_concurrency: usize,
+        /// Skip the profiling variants; only relay-min, relay-full and the fleet.
+        #[arg(long, env = "FLEET_BENCH_NO_VARIANTS")]
+        no_variants: bool,
+        /// How long one measurement may take.
+        #[arg(long, env = "FLEET_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Run only these scenarios (comma-separated names, e.g. relay-full,fleet-1w).
+        #[arg(long, env = "FLEET_BENCH_ONLY", value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Requests under worker kills and restarts; exits 1 when a result is lost or stored twice.
+    Chaos {
+        /// Requests to publish.
+        #[arg(long, env = "FLEET_CHAOS_REQUESTS", default_value_t = 3000)]
+        requests: usize,
+        /// The chaos window, over which the requests are published evenly.
+        #[arg(long, env = "FLEET_CHAOS_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Worker processes.
+        #[arg(long, env = "FLEET_CHAOS_WORKERS", default_value_t = 2)]
+        workers: usize,
+        /// Dispatcher restarts during the window (first SIGTERM, then SIGKILL).
+        #[arg(long, env = "FLEET_CHAOS_DISPATCHER_RESTARTS", default_value_t = 2)]
+        dispatcher_restarts: usize,
+        /// Do not restart nats-server.
+        #[arg(long, env = "FLEET_CHAOS_NO_NATS_RESTART")]
+        no_nats_restart: bool,
+        /// Restart nats-server with SIGKILL instead of SIGTERM.
+        #[arg(long, env = "FLEET_CHAOS_NATS_SIGKILL")]
+        nats_sigkill: bool,
+        /// Seed of the random kill times and victims.
+        #[arg(long, env = "FLEET_CHAOS_SEED", default_value_t = 0x5eed_f1ee7)]
+        seed: u64,
+        /// How long to wait for the last results after the window.
+        #[arg(long, env = "FLEET_CHAOS_SETTLE", default_value = "120s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let config = Config::parse();
+    let bin_dir = config.bin_dir.unwrap_or_else(fleet_bench::default_bin_dir);
+    match config.command {
+        Command::Bench {
+            requests,
+            concurrency,
+            warmup,
+            workers,
+            stage_concurrency,
+            no_variants,
+            timeout,
+            only,
+        } => {
+            let report = fleet_bench::bench::run(&BenchConfig {
+                bin_dir,
+                requests,
+                concurrency,
+                warmup,
+                workers,
+                stage_concurrency,
+                variants: !no_variants,
+                timeout,
+                only,
+            })
+            .await
+            .context("bench failed")?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chaos {
+            requests,
+            duration,
+            workers,
+            dispatcher_restarts,
+            no_nats_restart,
+            nats_sigkill,
+            seed,
+            settle,
+        } => {
+            let report = fleet_bench::chaos::run(&ChaosConfig {
+                bin_dir,
+                requests,
+                duration,
+                workers,
+                dispatcher_restarts,
+                nats_restart: !no_nats_restart,
+                nats_sigkill,
+                seed,
+                settle_timeout: settle,
+                ..Default::default()
+            })
+            .await
+            .context("chaos run failed")?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
