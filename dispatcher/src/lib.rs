@@ -387,7 +387,7 @@ impl Dispatcher {
         queued.updated_at = now();
         // A worker may already have written `running`; never step back over it.
         self.fleet.update_status(&queued, revision).await?;
-        tracing::info!(task = %task.task, "task queued");
+        tracing::debug!(task = %task.task, "task queued");
         Ok(Disposition::Ack)
     }
 
