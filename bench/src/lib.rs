@@ -17,6 +17,7 @@
 //!
 //! - [`bench`]: the bench scenarios, report and table.
 //! - [`chaos`]: the chaos run, its config and report.
+//! - [`classify`]: dispatcher throughput with a scripted LLM that answers after a delay.
 //! - [`relay`]: the bare JetStream relay and its variants.
 //! - [`load`]: the load generator (burst and fixed concurrency, latencies).
 //! - [`proc`]: the fleet's processes, `/readyz` polling, RSS.
@@ -26,6 +27,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod classify;
 pub mod error;
 pub mod load;
 pub mod nats;

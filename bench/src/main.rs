@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleet_bench::{bench::BenchConfig, chaos::ChaosConfig};
+use fleet_bench::{bench::BenchConfig, chaos::ChaosConfig, classify::ClassifyConfig};
 
 /// Benchmarks and chaos runs of the fleet on a nats-server of their own.
 ///
@@ -28,6 +28,21 @@ struct Config {
 /// The commands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Dispatcher throughput when a (scripted, slow) LLM routes every request.
+    Classify {
+        /// Requests per concurrency setting.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        /// Concurrency settings (FLEET_CONCURRENCY = FLEET_LLM_CONCURRENCY), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        concurrency: Vec<usize>,
+        /// How long the scripted LLM takes to answer.
+        #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+        llm_delay: Duration,
+        /// How long one measurement may take.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// The fleet against a bare JetStream relay: throughput, latency, start-up, memory.
     Bench {
         /// Requests per measurement (burst and fixed concurrency each).
@@ -119,6 +134,25 @@ async fn main() -> anyhow::Result<ExitCode> {
             .context("bench failed")?;
             println!("{}", report.table());
             println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classify {
+            requests,
+            concurrency,
+            llm_delay,
+            timeout,
+        } => {
+            let rows = fleet_bench::classify::run(&ClassifyConfig {
+                bin_dir,
+                requests,
+                concurrency,
+                llm_delay,
+                timeout,
+            })
+            .await
+            .context("routing benchmark failed")?;
+            println!("{}", fleet_bench::classify::table(&rows, llm_delay));
+            println!("{}", serde_json::to_string(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Chaos {

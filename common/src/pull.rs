@@ -1,19 +1,25 @@
 //! A bounded pull loop over a durable consumer, shared by the dispatcher and the workers.
 //!
-//! The loop never pulls more messages than it has room for: it holds one semaphore permit per
-//! message it asks the server for, so a message's ack-wait clock only starts when there is a
-//! task ready to handle it. Many replicas pull from one durable consumer and JetStream hands
-//! each message to exactly one of them.
+//! Each pull asks the server for as many messages as there are free slots right now, and a
+//! message is handled only once it holds a slot, so a process never runs more than its
+//! concurrency. Slots are not held while a pull waits on the server: a worker pulls from one
+//! consumer per task, and an idle task's long poll must not starve a busy one. A message that
+//! arrives while every slot is taken (another consumer filled them meanwhile) waits for one
+//! while telling JetStream it is in progress, so its ack deadline does not run out. Many
+//! replicas pull from one durable consumer and JetStream hands each message to one of them.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// How long one pull request waits on the server for messages.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How often a message waiting for a slot is reported in progress.
+const WAITING_PROGRESS: Duration = Duration::from_secs(5);
 
 /// Pulls messages from `consumer` and runs `handle` on each, at most as many at a time as
 /// `permits` allows (share one semaphore between loops to bound a whole process), until `stop`
@@ -35,20 +41,17 @@ pub async fn run<F, Fut>(
 {
     let handle = Arc::new(handle);
     while !stop.is_cancelled() {
-        let first = tokio::select! {
+        // Wait for a free slot without keeping it: other consumers may need it first.
+        let free = tokio::select! {
             _ = stop.cancelled() => break,
             permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
+                Ok(p) => { drop(p); permits.available_permits().max(1) }
                 Err(_) => break,
             },
         };
-        let mut held = vec![first];
-        while let Ok(p) = permits.clone().try_acquire_owned() {
-            held.push(p);
-        }
         let mut batch = match consumer
             .batch()
-            .max_messages(held.len())
+            .max_messages(free)
             .expires(PULL_EXPIRES)
             .messages()
             .await
@@ -56,7 +59,6 @@ pub async fn run<F, Fut>(
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "pull request failed, retrying");
-                drop(held);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -70,7 +72,13 @@ pub async fn run<F, Fut>(
             };
             match next {
                 Some(Some(Ok(msg))) => {
-                    let permit = held.pop();
+                    let Some(permit) = slot_for(&msg, &permits, &stop).await else {
+                        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                            tracing::debug!(error = %e, "cannot give back a message; it redelivers after its ack wait");
+                        }
+                        give_back(batch).await;
+                        return;
+                    };
                     let handle = handle.clone();
                     tracker.spawn(async move {
                         handle(msg).await;
@@ -85,6 +93,29 @@ pub async fn run<F, Fut>(
                 None => {
                     give_back(batch).await;
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// A slot for `msg`, reporting it in progress while every slot is taken; `None` on stop.
+async fn slot_for(
+    msg: &Message,
+    permits: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = permits.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    let mut ticks = tokio::time::interval(WAITING_PROGRESS);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            permit = permits.clone().acquire_owned() => return permit.ok(),
+            _ = ticks.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "in-progress ack failed");
                 }
             }
         }
