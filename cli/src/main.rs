@@ -37,6 +37,8 @@ pub(crate) const EXIT_NO_NATS: i32 = 4;
 
 #[tokio::main]
 async fn main() {
+    // `fleet dlq list | head` ends quietly, as Unix tools do, instead of panicking.
+    sigpipe::reset();
     let cli = Cli::parse();
     let code = {
         // Dropped before exit, so the submit span is flushed.
