@@ -118,6 +118,7 @@ pub(crate) async fn eval(
     }
 
     let mut got: HashMap<String, TaskResult> = HashMap::new();
+    let mut timed_out = false;
     let deadline = tokio::time::Instant::now() + timeout;
     while got.len() < ids.len() {
         match tokio::time::timeout_at(deadline, results.next()).await {
@@ -131,11 +132,12 @@ pub(crate) async fn eval(
             Ok(None) => break,
             Err(_) => {
                 eprintln!(
-                    "fleet: {} of {} results after {timeout:?}",
+                    "fleet: {} of {} results after {timeout:?}; the figures count the missing ones as wrong",
                     got.len(),
                     ids.len()
                 );
-                return EXIT_TIMEOUT;
+                timed_out = true;
+                break;
             }
         }
     }
@@ -211,7 +213,9 @@ pub(crate) async fn eval(
             }
         }
     }
-    if pct(correct, total) >= min_accuracy {
+    if timed_out {
+        EXIT_TIMEOUT
+    } else if pct(correct, total) >= min_accuracy {
         EXIT_OK
     } else {
         EXIT_FAILED
