@@ -30,10 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-FLEET_METRICS_PORT="${DISPATCHER_METRICS_PORT:-9090}" "$bin/dispatcher" >.fleet/dispatcher.log 2>&1 & pids+=($!)
-FLEET_METRICS_PORT="${WORKER1_METRICS_PORT:-9091}" FLEET_WORKER_ID=worker-1 "$bin/worker" >.fleet/worker-1.log 2>&1 & pids+=($!)
-FLEET_METRICS_PORT="${WORKER2_METRICS_PORT:-9092}" FLEET_WORKER_ID=worker-2 "$bin/worker" >.fleet/worker-2.log 2>&1 & pids+=($!)
-echo "demo: dispatcher and two workers started (logs in .fleet/)" >&2
+FLEET_METRICS_PORT="${DISPATCHER_METRICS_PORT:-9464}" "$bin/dispatcher" >.fleet/dispatcher.log 2>&1 & pids+=($!)
+FLEET_METRICS_PORT="${WORKER1_METRICS_PORT:-9465}" FLEET_WORKER_ID=worker-1 "$bin/worker" >.fleet/worker-1.log 2>&1 & pids+=($!)
+FLEET_METRICS_PORT="${WORKER2_METRICS_PORT:-9466}" FLEET_WORKER_ID=worker-2 "$bin/worker" >.fleet/worker-2.log 2>&1 & pids+=($!)
+echo "demo: dispatcher and two workers started (logs in .fleet/; /metrics on ports ${DISPATCHER_METRICS_PORT:-9464}, ${WORKER1_METRICS_PORT:-9465}, ${WORKER2_METRICS_PORT:-9466})" >&2
 
 for _ in $(seq 1 100); do
     n="$("$bin/fleet" catalog --json 2>/dev/null | grep -c '"name"' || true)"

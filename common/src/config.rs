@@ -18,7 +18,7 @@ pub const DEFAULT_PREFIX: &str = "fleet";
 /// Default time results (and so id deduplication) are kept.
 pub const DEFAULT_RESULT_TTL: &str = "24h";
 /// Default port for `/metrics`, `/healthz` and `/readyz`.
-pub const DEFAULT_METRICS_PORT: u16 = 9090;
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
 /// Default model name for LLM calls.
 pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
 /// Default Azure OpenAI API version.

@@ -42,7 +42,7 @@ WORKER_DEPLOYMENT = "fleet-worker"
 # Workloads whose voluntary disruptions (node drains) must be bounded by a PodDisruptionBudget.
 PDB_REQUIRED = {"fleet-dispatcher", "fleet-worker", "nats"}
 NATS_MONITOR_PORT = 8222
-DEFAULTS = {"FLEET_PREFIX": "fleet", "FLEET_METRICS_PORT": "9090", "FLEET_DRAIN_GRACE": "20s",
+DEFAULTS = {"FLEET_PREFIX": "fleet", "FLEET_METRICS_PORT": "9464", "FLEET_DRAIN_GRACE": "20s",
             "FLEET_STREAM_REPLICAS": "1"}
 NAMESPACED_EXEMPT = {"Namespace", "CustomResourceDefinition", "ClusterRole",
                      "ClusterRoleBinding", "PriorityClass", "StorageClass"}
