@@ -2,7 +2,20 @@
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only when the NATS
 //! connection is up, the fleet's streams exist and the process says it is ready (the dispatcher
-//! once it has the catalog, a worker once its consumers are bound). `/metrics` is Prometheus text.
+//! once it has the catalog, a worker once its consumers are bound). `/metrics` is OpenMetrics
+//! text: the process's own registry, and what every process adds here (one place for all
+//! binaries): `fleet_build_info{version, service}`, the standard `process_*` metrics
+//! ([`process`]) and the fleet's queues as JetStream reports them ([`jetstream`]).
+//!
+//! # Layout
+//!
+//! - [`process`] - `process_cpu_seconds_total`, `process_resident_memory_bytes`, ... from
+//!   `/proc/self`.
+//! - [`jetstream`] - `fleet_consumer_pending`, `fleet_consumer_ack_pending`,
+//!   `fleet_dlq_messages`, read when Prometheus scrapes.
+
+mod jetstream;
+mod process;
 
 use std::{
     net::SocketAddr,
@@ -13,7 +26,11 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use prometheus_client::{encoding::text::encode, registry::Registry};
+use prometheus_client::{
+    encoding::text::{encode_eof, encode_registry},
+    metrics::info::Info,
+    registry::Registry,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, topology::Fleet};
@@ -62,8 +79,43 @@ impl Readiness {
 struct Shared {
     /// The process's metrics.
     registry: Arc<Registry>,
+    /// What every process reports: build info, process metrics, the queues.
+    common: Arc<Registry>,
+    /// The queue gauges in `common`, refreshed before each scrape.
+    queues: jetstream::QueueGauges,
     /// What `/readyz` checks.
     readiness: Readiness,
+}
+
+/// The metrics every process serves besides its own: `fleet_build_info`, the process metrics
+/// and the queue gauges (registered here, refreshed by [`metrics`]).
+fn common_registry(queues: &jetstream::QueueGauges) -> Registry {
+    let mut registry = Registry::default();
+    registry.sub_registry_with_prefix("fleet").register(
+        "build",
+        "The fleet's version and which of its programs this is (always 1)",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("service", service_name()),
+        ]),
+    );
+    registry.register_collector(Box::new(process::ProcessCollector::new()));
+    registry.register_collector(Box::new(queues.clone()));
+    registry
+}
+
+/// `fleet-<program>` (`fleet-dispatcher`, `fleet-worker`), from the running executable's name;
+/// the same as the default `OTEL_SERVICE_NAME` and the pods' `app.kubernetes.io/name`.
+fn service_name() -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    if program.starts_with("fleet") {
+        program
+    } else {
+        format!("fleet-{program}")
+    }
 }
 
 /// Serves the health and metrics endpoints on `port` (0: a free port) until `stop` is cancelled.
@@ -88,9 +140,14 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(Shared {
-            registry,
-            readiness,
+        .with_state({
+            let queues = jetstream::QueueGauges::default();
+            Shared {
+                registry,
+                common: Arc::new(common_registry(&queues)),
+                queues,
+                readiness,
+            }
         });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -115,8 +172,12 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    shared.queues.refresh(&shared.readiness.fleet).await;
     let mut body = String::new();
-    match encode(&mut body, &shared.registry) {
+    let encoded = encode_registry(&mut body, &shared.registry)
+        .and_then(|()| encode_registry(&mut body, &shared.common))
+        .and_then(|()| encode_eof(&mut body));
+    match encoded {
         Ok(()) => (
             StatusCode::OK,
             [(
