@@ -16,11 +16,10 @@ use serde::Serialize;
 use crate::{
     Error,
     load::{self, LoadResult, Mode},
-    nats::NatsServer,
     proc::{self, FleetProcs},
     relay::{self, PullStyle, Variant},
-    workdir::WorkDir,
 };
+use fleet_testkit::{NatsServer, TempDir, process::rss_kib};
 
 /// The sizes of a bench run.
 #[derive(Debug, Clone)]
@@ -136,7 +135,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     }
 
     let mut scenarios = Vec::new();
-    let nats_version = crate::nats::version();
+    let nats_version = fleet_testkit::nats::version();
     let wanted = |name: &str| config.only.is_empty() || config.only.iter().any(|o| o == name);
     // The continuous pull stream showed no gain over the bounded loop; it only runs when asked
     // for by name (`--only relay-full-stream`).
@@ -144,7 +143,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         wanted(&v.name) && (v.pull == PullStyle::Bounded || config.only.contains(&v.name))
     });
     for (variant, about) in relays {
-        let nats = NatsServer::start().await?;
+        let nats = NatsServer::start()?;
         let name = variant.name.clone();
         eprintln!("bench: {name}");
         let prefix = name.replace("relay-", "r");
@@ -252,8 +251,8 @@ async fn fleet_scenario(config: &BenchConfig, spec: FleetSpec) -> Result<Scenari
         about,
     } = spec;
     let name = name.as_str();
-    let nats = NatsServer::start().await?;
-    let logs = WorkDir::new(name)?;
+    let nats = NatsServer::start()?;
+    let logs = TempDir::new(name)?;
     let c = config.stage_concurrency.to_string();
     let mut settings: Vec<(&str, &str)> = vec![
         ("FLEET_PREFIX", "bench"),
@@ -289,7 +288,7 @@ async fn fleet_scenario(config: &BenchConfig, spec: FleetSpec) -> Result<Scenari
     pids.push(("nats-server".to_owned(), nats.pid().unwrap_or(0)));
     let idle: BTreeMap<String, Option<u64>> = pids
         .iter()
-        .map(|(n, pid)| (n.clone(), proc::rss_kib(*pid)))
+        .map(|(n, pid)| (n.clone(), rss_kib(*pid)))
         .collect();
     let client = client(&nats.url()).await?;
     let named: Vec<(&str, Option<u32>)> =
@@ -343,7 +342,7 @@ async fn measure(
         tokio::spawn(async move {
             loop {
                 for (name, pid) in &procs {
-                    if let (Some(rss), Ok(mut map)) = (proc::rss_kib(*pid), peaks.lock()) {
+                    if let (Some(rss), Ok(mut map)) = (rss_kib(*pid), peaks.lock()) {
                         let peak = map.entry(name.clone()).or_insert(0);
                         *peak = (*peak).max(rss);
                     }
@@ -375,7 +374,7 @@ fn nats_figures(nats: &NatsServer, loaded: &BTreeMap<String, u64>) -> ProcessFig
         loaded_rss_kib: loaded
             .get("nats-server")
             .copied()
-            .or_else(|| nats.pid().and_then(proc::rss_kib)),
+            .or_else(|| nats.pid().and_then(rss_kib)),
     }
 }
 

@@ -27,7 +27,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::{Error, load, nats::NatsServer, proc::FleetProcs, workdir::WorkDir};
+use fleet_testkit::{NatsServer, Signal, TempDir};
+
+use crate::{Error, load, proc::FleetProcs};
 
 /// The settings of a chaos run; [`ChaosConfig::default`] is the command's default.
 #[derive(Debug, Clone)]
@@ -205,8 +207,8 @@ const PREFIX: &str = "chaos";
 /// # }
 /// ```
 pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
-    let mut nats = NatsServer::start().await?;
-    let mut logs = WorkDir::new("chaos")?;
+    let mut nats = NatsServer::start()?;
+    let mut logs = TempDir::new("bench-chaos")?;
     let max_attempts = config.max_attempts.to_string();
     let settings = [
         ("FLEET_PREFIX", PREFIX),
@@ -315,7 +317,12 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
         }
         if nats_at.is_some_and(|t| now >= t) {
             nats_at = None;
-            nats.restart(config.nats_sigkill).await?;
+            let how = if config.nats_sigkill {
+                Signal::Kill
+            } else {
+                Signal::Term
+            };
+            tokio::task::block_in_place(|| nats.restart(how))?;
             report.nats_restarts += 1;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -21,7 +21,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{Error, nats::NatsServer, proc::FleetProcs, workdir::WorkDir};
+use fleet_testkit::{NatsServer, TempDir};
+
+use crate::{Error, proc::FleetProcs};
 
 /// Settings of the routing benchmark.
 #[derive(Debug, Clone)]
@@ -91,8 +93,8 @@ pub async fn run(config: &ClassifyConfig) -> Result<Vec<ClassifyRow>, Error> {
 
     let mut rows = Vec::new();
     for &concurrency in &config.concurrency {
-        let work = WorkDir::new("fleet-bench-classify")?;
-        let nats = NatsServer::start().await?;
+        let work = TempDir::new("bench-classify")?;
+        let nats = NatsServer::start()?;
         let c = concurrency.to_string();
         let settings = [
             ("OPENAI_BASE_URL", llm_url.as_str()),

@@ -20,34 +20,22 @@
 //! - [`classify`]: dispatcher throughput with a scripted LLM that answers after a delay.
 //! - [`relay`]: the bare JetStream relay and its variants.
 //! - [`load`]: the load generator (burst and fixed concurrency, latencies).
-//! - [`proc`]: the fleet's processes, `/readyz` polling, RSS.
-//! - [`nats`]: the `nats-server` guard.
-//! - [`workdir`]: temporary directories for stores and logs.
+//! - [`proc`]: the fleet's processes (slots with fixed metrics ports).
 //! - [`error`]: the error type.
+//!
+//! The `nats-server` guard, temporary directories, process guards, readiness and RSS come from
+//! `fleet-testkit`, shared with the integration tests.
 
 pub mod bench;
 pub mod chaos;
 pub mod classify;
 pub mod error;
 pub mod load;
-pub mod nats;
 pub mod proc;
 pub mod relay;
-pub mod workdir;
-
-use std::path::PathBuf;
 
 pub use crate::error::Error;
 
 /// Where the fleet's binaries are by default: the directory of the running executable (so
-/// `target/release/fleet-bench` finds `target/release/dispatcher`), or its parent when the
-/// executable sits in `deps/` (a test binary).
-pub fn default_bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.parent().map(PathBuf::from).unwrap_or(dir)
-    } else {
-        dir
-    }
-}
+/// `target/release/fleet-bench` finds `target/release/dispatcher`).
+pub use fleet_testkit::bin_dir as default_bin_dir;

@@ -1,32 +1,57 @@
-//! A short chaos run (the long one is `fleet-bench chaos`): requests flow while workers are
-//! killed with SIGKILL and restarted, the dispatcher is restarted, and nats-server restarts once;
-//! at the end every request has exactly one result.
+//! A short chaos run (the long one is `fleet-bench chaos`): the `fleet-bench` binary runs it as
+//! a child process, the way a person would, and the test reads its exit code and its JSON
+//! summary (the last line of its output). Requests flow while workers are SIGKILLed and
+//! restarted, the dispatcher is restarted and nats-server restarts once; at the end every
+//! request has exactly one result.
 
+use std::process::Stdio;
 use std::time::Duration;
 
-use fleet_bench::chaos::{ChaosConfig, run};
+use serde_json::Value;
+
+/// How long the whole run may take (the bench settles for at most 60 s after an 8 s window).
+const RUN_LIMIT: Duration = Duration::from_secs(240);
+
+/// Requests in the short run.
+const REQUESTS: u64 = 300;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_loses_and_duplicates_nothing() {
-    let bin_dir = fleet_tests::binary("worker")
-        .parent()
-        .expect("the binaries' directory")
-        .to_path_buf();
-    let report = run(&ChaosConfig {
-        bin_dir,
-        requests: 300,
-        duration: Duration::from_secs(8),
-        dispatcher_restarts: 1,
-        nats_restart: true,
-        settle_timeout: Duration::from_secs(60),
-        ..ChaosConfig::default()
-    })
-    .await
-    .expect("the chaos run completes");
-    eprintln!("{}", report.table());
+    let bench = fleet_tests::binary("fleet-bench");
+    let requests = REQUESTS.to_string();
+    let run = tokio::process::Command::new(&bench)
+        .arg("--bin-dir")
+        .arg(fleet_tests::target_dir())
+        .args(["chaos", "--requests", &requests, "--duration", "8s"])
+        .args(["--dispatcher-restarts", "1", "--settle", "60s"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(RUN_LIMIT, run)
+        .await
+        .expect("fleet-bench chaos finishes in time")
+        .expect("fleet-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON summary in the output:\n{stdout}\n{stderr}"));
+    let figure = |name: &str| {
+        summary[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no figure `{name}` in {summary:#}"))
+    };
+    assert_eq!(figure("requests"), REQUESTS, "{summary:#}");
+    assert_eq!(figure("results"), REQUESTS, "every request has a result");
+    assert_eq!(figure("lost"), 0, "results lost");
+    assert_eq!(figure("duplicated_stored"), 0, "results stored twice");
+    assert!(figure("worker_kills") > 0, "the run made some chaos");
     assert!(
-        report.passed(),
-        "lost or duplicated results:\n{}",
-        report.table()
+        out.status.success(),
+        "fleet-bench chaos exited with {}:\n{stdout}\n{stderr}",
+        out.status
     );
 }

@@ -6,7 +6,9 @@
 //! and run the `fleet` CLI. Messages are handled as [`serde_json::Value`], never as the fleet
 //! crates' own types, so the tests keep the contract honest.
 //!
-//! Everything a test needs is an RAII guard that cleans up on drop:
+//! Everything a test needs is an RAII guard that cleans up on drop; the guards shared with the
+//! benchmarks live in `fleet-testkit`, and this crate gives them the tests' face (panics
+//! instead of errors) and adds what only tests need:
 //!
 //! - [`NatsServer`]: a real `nats-server` with JetStream on a free port and its own store dir.
 //! - [`FakeGithub`]: a scriptable imitation of the GitHub REST API on `127.0.0.1:0`.
@@ -18,9 +20,8 @@
 //!
 //! # Layout
 //!
-//! - `tempdir.rs`: a self-removing temporary directory.
-//! - `nats.rs`: the `nats-server` guard.
-//! - `github.rs`: the fake GitHub API.
+//! - `nats.rs`: the `nats-server` guard (the kit's, panicking on failure).
+//! - `github.rs`: the fake GitHub API (the kit's, panicking on failure).
 //! - `openai.rs`: the scripted OpenAI-compatible server.
 //! - `otlp.rs`: the OTLP trace receiver.
 //! - `metrics.rs`: scraping and reading Prometheus `/metrics`.
@@ -29,7 +30,7 @@
 //! - `watch.rs`: the states a request goes through.
 //! - `dlq.rs`: dead letters.
 //! - `cli.rs`: running the `fleet` CLI.
-//! - `http.rs`: a minimal HTTP GET (health endpoints, fake GitHub self-test).
+//! - `http.rs`: a minimal HTTP GET (the kit's, panicking on failure).
 //! - `env.rs`: one test's whole world ([`TestEnv`]) and shared assertions.
 //!
 //! # Running
@@ -43,6 +44,7 @@
 //!
 //! `NATS_SERVER_BIN` points at a `nats-server` binary (default: `nats-server` on `PATH`, else
 //! `/usr/sbin/nats-server`). `RUST_LOG`, when set, is passed on to the fleet's processes.
+//! `FLEET_TEST_KEEP=1` keeps every temporary directory (logs, stores).
 
 pub mod cli;
 pub mod client;
@@ -56,7 +58,6 @@ pub mod metrics;
 pub mod nats;
 pub mod openai;
 pub mod otlp;
-pub mod tempdir;
 pub mod watch;
 
 use std::future::Future;
@@ -68,6 +69,7 @@ pub use client::Client;
 pub use dlq::DeadLetter;
 pub use env::{TestEnv, assert_outcome};
 pub use fleet::{Fleet, FleetBuilder};
+pub use fleet_testkit::{TempDir, tail};
 pub use github::{FakeGithub, Repo};
 pub use http::{HttpResponse, http_get};
 pub use local_model::{LOCAL_MODEL, LocalModel};
@@ -75,7 +77,6 @@ pub use metrics::Scrape;
 pub use nats::NatsServer;
 pub use openai::{DefaultRoute, FakeOpenAi, LlmCall, Reply};
 pub use otlp::{CollectedSpan, OtlpReceiver};
-pub use tempdir::TempDir;
 pub use watch::StatusWatch;
 
 /// The tasks every worker runs by default, as named in the SPEC.
@@ -106,35 +107,19 @@ where
 
 /// The directory holding the debug binaries (`target/debug`), found from the test executable,
 /// which sits in `target/debug/deps`.
-///
-/// # Panics
-///
-/// When the current executable's path cannot be read.
 pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    let deps = exe
-        .parent()
-        .expect("test executable has a parent directory");
-    if deps.ends_with("deps") {
-        deps.parent().expect("deps has a parent").to_path_buf()
-    } else {
-        deps.to_path_buf()
-    }
+    fleet_testkit::bin_dir()
 }
 
-/// The path of one of the fleet's binaries (`dispatcher`, `worker`, `fleet`).
+/// The path of one of the workspace's binaries (`dispatcher`, `worker`, `fleet`,
+/// `fleet-bench`).
 ///
 /// # Panics
 ///
 /// When the binary has not been built, with a message saying how to build it.
 pub fn binary(name: &str) -> PathBuf {
-    let path = target_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before the e2e tests",
-        path.display()
-    );
-    path
+    fleet_testkit::binary(&target_dir(), name)
+        .unwrap_or_else(|e| panic!("{e}; run `cargo build --workspace --bins` first"))
 }
 
 /// Is `id` a valid request id (1–64 chars of `[A-Za-z0-9_-]`)?
@@ -144,19 +129,6 @@ pub fn is_valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// The last `lines` lines of the file at `path` (or a note saying it could not be read).
-pub fn tail(path: &std::path::Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            all[start..].join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl LocalModel {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("deploy/llm/local-model.sh");
-        let dir = TempDir::new("fleet-test-llm");
+        let dir = TempDir::new("test-llm").expect("create a temporary directory");
         let log = dir.path().join("local-model.log");
         let out = std::fs::File::create(&log).expect("create the model server's log");
         let err = out.try_clone().expect("clone the log handle");

@@ -1,31 +1,15 @@
-//! A real `nats-server` with JetStream, held by an RAII guard (as nats.rs `nats-server/src/lib.rs`).
+//! The test's face of the kit's `nats-server` guard ([`fleet_testkit::NatsServer`]): the same
+//! server, with start-up failures as panics (a test cannot go on without its server) and a
+//! restart that is a crash (SIGKILL), as the scenarios want it.
 
-use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ops::{Deref, DerefMut};
 
-use crate::tempdir::TempDir;
+use fleet_testkit::Signal;
 
-/// A running `nats-server` on `127.0.0.1:<free port>` with its own store directory.
-///
-/// Killed on drop, and its directory removed. Never the machine's server on port 4222.
+/// A running `nats-server` on `127.0.0.1:<free port>` with its own store directory; killed on
+/// drop. Everything but starting and restarting comes from [`fleet_testkit::NatsServer`].
 #[derive(Debug)]
-pub struct NatsServer {
-    /// The server process (None only between a kill and a start).
-    child: Option<Child>,
-    /// The client port, kept across restarts so clients reconnect to the same address.
-    port: u16,
-    /// Holds `store/` (JetStream data, kept across restarts) and `nats.log`.
-    dir: TempDir,
-    /// The `nats-server` binary.
-    bin: PathBuf,
-    /// Extra command-line arguments (authentication, say).
-    args: Vec<String>,
-    /// `user:password@` or `token@` for [`NatsServer::url`], when the server wants it.
-    userinfo: String,
-}
+pub struct NatsServer(fleet_testkit::NatsServer);
 
 // === impl NatsServer ===
 
@@ -40,43 +24,16 @@ impl NatsServer {
     }
 
     /// Like [`NatsServer::start`] with extra server arguments (such as `--user u --pass p`);
-    /// `userinfo` (`u:p` or a token) goes into [`NatsServer::url`] so the harness can connect.
+    /// `userinfo` (`u:p` or a token) goes into the URL so the harness can connect.
     ///
     /// # Panics
     ///
     /// As [`NatsServer::start`].
     pub fn start_with(args: &[&str], userinfo: &str) -> Self {
-        let dir = TempDir::new("nats");
-        std::fs::create_dir_all(dir.path().join("store")).expect("create the JetStream store dir");
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            bin: nats_server_bin(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            userinfo: if userinfo.is_empty() {
-                String::new()
-            } else {
-                format!("{userinfo}@")
-            },
-        };
-        server.spawn();
-        server
-    }
-
-    /// The client URL, `nats://[userinfo@]127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://{}127.0.0.1:{}", self.userinfo, self.port)
-    }
-
-    /// The client URL without credentials.
-    pub fn plain_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// The client port.
-    pub fn port(&self) -> u16 {
-        self.port
+        match fleet_testkit::NatsServer::start_with(args, userinfo) {
+            Ok(server) => Self(server),
+            Err(e) => panic!("cannot start nats-server: {e}"),
+        }
     }
 
     /// Kills the server (SIGKILL, like a crash) and starts it again on the same port and store.
@@ -85,116 +42,31 @@ impl NatsServer {
     ///
     /// When the server cannot be started again.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// Kills the server and waits for it to be gone, leaving the store in place.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The last lines of the server's log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        crate::tail(&self.dir.path().join("nats.log"), lines)
-    }
-
-    /// The log's `[WRN]`/`[ERR]` lines (at most 30) and its last 5 lines.
-    pub fn log_summary(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let notable: Vec<&str> = lines
-            .iter()
-            .copied()
-            .filter(|l| l.contains("[WRN]") || l.contains("[ERR]") || l.contains("[FTL]"))
-            .collect();
-        let notable = &notable[notable.len().saturating_sub(30)..];
-        let last = &lines[lines.len().saturating_sub(5)..];
-        format!("{}\n...\n{}", notable.join("\n"), last.join("\n"))
-    }
-
-    /// Starts the process and waits for its port.
-    fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("nats.log"))
-            .expect("open the nats-server log");
-        let log_err: File = log.try_clone().expect("clone the log handle");
-        let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-js")
-            .arg("-sd")
-            .arg(self.dir.path().join("store"))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
-        self.child = Some(child);
-
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "nats-server exited with {status} before listening:\n{}",
-                    self.log_tail(30)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server never listened on {addr}:\n{}",
-                self.log_tail(30)
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = self.0.restart(Signal::Kill) {
+            panic!("cannot restart nats-server: {e}");
         }
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- nats-server log (warnings, errors, last lines) ----\n{}",
-                self.log_summary()
-            );
-        }
-        self.kill();
+impl Deref for NatsServer {
+    type Target = fleet_testkit::NatsServer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+impl DerefMut for NatsServer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (never 4222).
 ///
 /// # Panics
 ///
 /// When no port can be bound.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let port = listener.local_addr().expect("local address").port();
-    assert_ne!(port, 4222, "never use the machine's own nats-server port");
-    port
-}
-
-/// `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else `/usr/sbin/nats-server`.
-fn nats_server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(bin);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
+    fleet_testkit::free_port().expect("bind a free port on 127.0.0.1")
 }

@@ -18,9 +18,6 @@ pub const FAST_SETTINGS: [(&str, &str); 6] = [
     ("FLEET_METRICS_PORT", "0"),
 ];
 
-/// Variables passed through from the test's environment, if set.
-pub(super) const PASS_THROUGH: [&str; 4] = ["PATH", "HOME", "TMPDIR", "RUST_BACKTRACE"];
-
 /// Configures a [`Fleet`] before starting it.
 #[derive(Debug)]
 pub struct FleetBuilder {

@@ -1,39 +1,15 @@
 //! The running processes of one fleet, their logs and their readiness.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::builder::PASS_THROUGH;
-use crate::tempdir::TempDir;
+use fleet_testkit::process::{ChildProc, clean_command};
 
-/// One child process and its log.
-#[derive(Debug)]
-struct Proc {
-    /// The process.
-    child: Child,
-    /// Its stdout and stderr.
-    log: PathBuf,
-}
+use crate::TempDir;
 
-// === impl Proc ===
-
-impl Proc {
-    /// Has the process exited (and with what)?
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// SIGKILL and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The fleet's processes; all killed on drop.
+/// The fleet's processes; all killed on drop (each is a [`ChildProc`]).
 #[derive(Debug)]
 pub struct Fleet {
     /// Holds the log files.
@@ -43,9 +19,9 @@ pub struct Fleet {
     /// Settings for every process.
     env: BTreeMap<String, String>,
     /// The dispatcher, when running.
-    dispatcher: Option<Proc>,
+    dispatcher: Option<ChildProc>,
     /// Running workers by `FLEET_WORKER_ID`.
-    workers: BTreeMap<String, Proc>,
+    workers: BTreeMap<String, ChildProc>,
     /// Logs of processes that were killed or stopped, for the failure report.
     retired: Vec<PathBuf>,
 }
@@ -56,7 +32,7 @@ impl Fleet {
     /// A fleet with no process running yet, for [`FleetBuilder::start`].
     pub(super) fn new(nats_url: String, env: BTreeMap<String, String>) -> Self {
         Self {
-            dir: TempDir::new("fleet"),
+            dir: TempDir::new("test-fleet").expect("create a temporary directory"),
             nats_url,
             env,
             dispatcher: None,
@@ -73,7 +49,7 @@ impl Fleet {
     pub fn start_dispatcher(&mut self) {
         if let Some(mut old) = self.dispatcher.take() {
             old.kill();
-            self.retired.push(old.log);
+            self.retired.push(old.log().to_owned());
         }
         let proc = self.spawn("dispatcher", "dispatcher", &[]);
         self.dispatcher = Some(proc);
@@ -106,8 +82,7 @@ impl Fleet {
         self.workers
             .get(id)
             .unwrap_or_else(|| panic!("no worker {id}"))
-            .child
-            .id()
+            .pid()
     }
 
     /// The ids of the running workers.
@@ -126,7 +101,7 @@ impl Fleet {
             .remove(id)
             .unwrap_or_else(|| panic!("no worker {id}"));
         proc.kill();
-        self.retired.push(proc.log);
+        self.retired.push(proc.log().to_owned());
     }
 
     /// Sends SIGTERM to worker `id` and waits up to `timeout` for it to exit.
@@ -149,7 +124,7 @@ impl Fleet {
     pub fn kill_dispatcher(&mut self) {
         if let Some(mut proc) = self.dispatcher.take() {
             proc.kill();
-            self.retired.push(proc.log);
+            self.retired.push(proc.log().to_owned());
         }
     }
 
@@ -217,9 +192,9 @@ impl Fleet {
     /// Waits up to 10 s for the line.
     pub async fn metrics_port(&self, process: &str) -> Option<u16> {
         let log = if process == "dispatcher" {
-            self.dispatcher.as_ref()?.log.clone()
+            self.dispatcher.as_ref()?.log().to_owned()
         } else {
-            self.workers.get(process)?.log.clone()
+            self.workers.get(process)?.log().to_owned()
         };
         crate::poll_until(Duration::from_secs(10), || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -262,7 +237,7 @@ impl Fleet {
             .dispatcher
             .iter()
             .chain(self.workers.values())
-            .map(|p| p.log.clone())
+            .map(|p| p.log().to_owned())
             .chain(self.retired.iter().cloned())
             .collect();
         paths.sort();
@@ -270,60 +245,21 @@ impl Fleet {
         paths
     }
 
-    /// SIGTERM, then wait for the exit.
-    async fn terminate(&mut self, mut proc: Proc, timeout: Duration) -> Option<ExitStatus> {
-        let pid = proc.child.id().to_string();
-        let sent = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("run `kill -TERM`");
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        let status = crate::poll_until(timeout, || {
-            let exited = proc.exited();
-            async move { exited }
-        })
-        .await;
-        if status.is_none() {
-            proc.kill();
-        }
-        self.retired.push(proc.log);
+    /// SIGTERM, then wait for the exit (SIGKILL after `timeout`).
+    async fn terminate(&mut self, mut proc: ChildProc, timeout: Duration) -> Option<ExitStatus> {
+        let status = proc.terminate(timeout).await;
+        self.retired.push(proc.log().to_owned());
         status
     }
 
     /// Spawns `bin` with the fleet's environment plus `extra`, logging to `<log_name>.log`.
-    fn spawn(&self, bin: &str, log_name: &str, extra: &[(&str, &str)]) -> Proc {
-        let path = crate::binary(bin);
-        let log = self.dir.path().join(format!("{log_name}.log"));
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open a process log");
-        let err = out.try_clone().expect("clone a log handle");
-        let mut cmd = Command::new(&path);
-        cmd.env_clear();
-        for key in PASS_THROUGH {
-            if let Some(value) = std::env::var_os(key) {
-                cmd.env(key, value);
-            }
-        }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-        );
-        // Plain text logs: they end up in files.
-        cmd.env("NO_COLOR", "1");
+    fn spawn(&self, bin: &str, log_name: &str, extra: &[(&str, &str)]) -> ChildProc {
+        let mut cmd = clean_command(&crate::binary(bin));
         cmd.env("NATS_URL", &self.nats_url);
         cmd.envs(&self.env);
         cmd.envs(extra.iter().copied());
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        Proc { child, log }
+        let log = self.dir.path().join(format!("{log_name}.log"));
+        ChildProc::spawn(log_name, cmd, &log).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -337,12 +273,7 @@ fn port_in_line(line: &str) -> Option<u16> {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if let Some(proc) = self.dispatcher.as_mut() {
-            proc.kill();
-        }
-        for proc in self.workers.values_mut() {
-            proc.kill();
-        }
+        // The processes are killed when their guards drop, right after this.
         if std::thread::panicking() {
             self.dump_logs();
         }
