@@ -136,6 +136,6 @@ pub(crate) async fn run(cli: Cli) -> i32 {
         } => inspect::trace(&fleet, &id, &jaeger_url, json).await,
     };
     // Publishes are awaited, but make sure nothing is left in the client's buffer.
-    let _ = fleet.client.flush().await;
+    fleet.flush().await;
     code
 }

@@ -1,12 +1,7 @@
 //! `fleet dlq list` and `fleet dlq replay`.
 
-use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use clap::Subcommand;
-use fleet_common::{
-    messages::{ERRORS_HEADER, REQUEST_ID_HEADER, State, StatusRecord, TASK_HEADER, TaskMessage},
-    store::DeadLetter,
-    topology::Fleet,
-};
+use fleet_common::{lifecycle::Replayed, topology::Fleet};
 
 use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK};
 
@@ -41,80 +36,116 @@ pub(crate) async fn run(fleet: &Fleet, command: DlqCommand) -> i32 {
     }
 }
 
+/// Dead letters read per page: the DLQ is printed as it is read, never held whole.
+const PAGE: usize = 256;
+
 async fn list(fleet: &Fleet, task: Option<&str>, json: bool) -> i32 {
-    let letters = match fleet.dead_letters(task).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            return EXIT_NO_NATS;
-        }
-    };
+    let mut from = 1;
+    let mut first = true;
+    let mut any = false;
     if json {
-        let rows: Vec<_> = letters
-            .iter()
-            .map(|d| {
-                serde_json::json!({
+        print!("[");
+    }
+    loop {
+        let (page, next) = match fleet.dead_letters(task, from, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                if json {
+                    println!("]");
+                }
+                eprintln!("fleet: {e}");
+                return EXIT_NO_NATS;
+            }
+        };
+        for d in &page {
+            any = true;
+            if json {
+                let row = serde_json::json!({
                     "stream_seq": d.stream_seq,
                     "subject": d.subject,
                     "task": d.task,
                     "request_id": d.request_id,
                     "errors": d.errors,
                     "size": d.payload.len(),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
-        return EXIT_OK;
+                });
+                print!("{}{row}", if first { "\n  " } else { ",\n  " });
+                first = false;
+            } else {
+                let last = d.errors.last().map(|e| e.message.as_str()).unwrap_or("-");
+                println!(
+                    "{:>6}  {:<20}  {:<24}  attempts={}  last_error={last:?}",
+                    d.stream_seq,
+                    d.task,
+                    d.request_id.as_deref().unwrap_or("-"),
+                    d.errors.len()
+                );
+            }
+        }
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
     }
-    if letters.is_empty() {
+    if json {
+        println!("{}]", if any { "\n" } else { "" });
+    } else if !any {
         println!("the dead-letter queue is empty");
-    }
-    for d in &letters {
-        let last = d.errors.last().map(|e| e.message.as_str()).unwrap_or("-");
-        println!(
-            "{:>6}  {:<20}  {:<24}  attempts={}  last_error={last:?}",
-            d.stream_seq,
-            d.task,
-            d.request_id.as_deref().unwrap_or("-"),
-            d.errors.len()
-        );
     }
     EXIT_OK
 }
 
 async fn replay(fleet: &Fleet, ids: &[String], all: bool) -> i32 {
-    let letters = match fleet.dead_letters(None).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            return EXIT_NO_NATS;
-        }
-    };
-    let chosen: Vec<&DeadLetter> = letters
-        .iter()
-        .filter(|d| all || d.request_id.as_ref().is_some_and(|id| ids.contains(id)))
-        .collect();
-    let mut code = EXIT_OK;
-    for id in ids {
-        if !chosen.iter().any(|d| d.request_id.as_ref() == Some(id)) {
-            eprintln!("fleet: no dead letter for request {id}");
-            code = EXIT_FAILED;
+    let mut ids: Vec<String> = ids.to_vec();
+    if all {
+        // Each id once, however many dead letters it has: the replay takes its newest.
+        let mut from = 1;
+        loop {
+            let (page, next) = match fleet.dead_letters(None, from, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("fleet: {e}");
+                    return EXIT_NO_NATS;
+                }
+            };
+            for d in page {
+                if d.task != "unreadable"
+                    && let Some(id) = d.request_id
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                }
+            }
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
         }
     }
-    for letter in chosen {
-        let id = letter.request_id.clone().unwrap_or_default();
-        if letter.task == "unreadable" {
-            eprintln!(
-                "fleet: {id} cannot be replayed: its bytes were never a readable request (see `fleet dlq list --task unreadable --json`)"
-            );
-            code = EXIT_FAILED;
-            continue;
-        }
-        match replay_one(fleet, letter).await {
-            Ok(()) => println!("replayed {id} ({})", letter.task),
+    let mut code = EXIT_OK;
+    for id in &ids {
+        match fleet.replay(id).await {
+            Ok(Replayed::Queued { task }) => println!("replayed {id} ({task})"),
+            Ok(Replayed::NotDead(state)) => {
+                let state = state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                eprintln!("fleet: {id} is {state}, not dead: nothing replayed");
+                code = EXIT_FAILED;
+            }
+            Ok(Replayed::NoDeadLetter) => {
+                eprintln!("fleet: no dead letter for request {id}");
+                code = EXIT_FAILED;
+            }
+            Ok(Replayed::Unreadable) => {
+                eprintln!(
+                    "fleet: {id} cannot be replayed: its bytes were never a readable request (see `fleet dlq list --task unreadable --json`)"
+                );
+                code = EXIT_FAILED;
+            }
+            Ok(Replayed::AlreadyReplayed) => {
+                eprintln!("fleet: {id} is being replayed by someone else: nothing replayed");
+                code = EXIT_FAILED;
+            }
             Err(e) => {
                 eprintln!("fleet: replaying {id} failed: {e}");
                 code = EXIT_FAILED;
@@ -122,46 +153,4 @@ async fn replay(fleet: &Fleet, ids: &[String], all: bool) -> i32 {
         }
     }
     code
-}
-
-async fn replay_one(fleet: &Fleet, letter: &DeadLetter) -> Result<(), fleet_common::Error> {
-    let task: TaskMessage =
-        serde_json::from_slice(&letter.payload).map_err(|source| fleet_common::Error::Decode {
-            what: "dead task message",
-            source,
-        })?;
-    // The dead result makes way for the outcome of the new attempt series.
-    fleet.purge_result(&task.request_id).await?;
-    let mut record = fleet
-        .status_of(&task.request_id)
-        .await?
-        .unwrap_or_else(|| StatusRecord::for_task(&task, State::Queued));
-    record.attempt = 0;
-    record.worker = None;
-    record.errors.clear();
-    record.error = None;
-    fleet.put_status(&record.moved_to(State::Queued)).await?;
-
-    let mut headers = HeaderMap::new();
-    for (name, values) in letter.headers.iter() {
-        let name_str: &str = name.as_ref();
-        if [REQUEST_ID_HEADER, TASK_HEADER, ERRORS_HEADER].contains(&name_str) {
-            continue;
-        }
-        for value in values {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    let publish = PublishMessage::build()
-        .payload(letter.payload.clone())
-        .headers(headers)
-        .message_id(format!("{}.dlq{}", task.request_id, letter.stream_seq));
-    let ack = fleet
-        .js
-        .send_publish(fleet.topology.task_subject(&task.task), publish)
-        .await
-        .map_err(|e| fleet_common::Error::js("publish replayed task", e))?;
-    ack.await
-        .map_err(|e| fleet_common::Error::js("store replayed task", e))?;
-    fleet.delete_dead_letter(letter.stream_seq).await
 }

@@ -85,11 +85,7 @@ pub(crate) async fn eval(
         .collect();
 
     // Subscribe before publishing, so no result is missed.
-    let mut results = match fleet
-        .client
-        .subscribe(fleet.topology.result_subject("*"))
-        .await
-    {
+    let mut results = match fleet.subscribe_results().await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fleet: cannot subscribe to results: {e}");
@@ -99,19 +95,7 @@ pub(crate) async fn eval(
     for (case, id) in cases.iter().zip(&ids) {
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, id.as_str());
-        let sent = match fleet
-            .js
-            .publish_with_headers(
-                fleet.topology.requests_subject(),
-                headers,
-                case.text.clone().into(),
-            )
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = sent {
+        if let Err(e) = fleet.submit(headers, case.text.clone().into()).await {
             eprintln!("fleet: the request was not accepted by NATS: {e}");
             return EXIT_NO_NATS;
         }

@@ -7,18 +7,21 @@ use crate::{
     output::{print_result, print_state},
 };
 
-/// Runs `fleet status`.
+/// Runs `fleet status`: the result when there is one, else the current state.
 pub(crate) async fn status(fleet: &Fleet, id: &str, json: bool) -> i32 {
-    let (status, result) = match (fleet.status_of(id).await, fleet.result(id).await) {
-        (Ok(s), Ok(r)) => (s, r),
-        (Err(e), _) | (_, Err(e)) => {
+    let view = match fleet.view(id).await {
+        Ok(v) => v,
+        Err(e) => {
             eprintln!("fleet: {e}");
             return EXIT_NO_NATS;
         }
     };
-    if status.is_none() && result.is_none() {
+    if view.is_unknown() {
         if json {
-            println!("{}", serde_json::json!({ "status": null, "result": null }));
+            println!(
+                "{}",
+                serde_json::json!({ "state": null, "status": null, "result": null })
+            );
         }
         eprintln!("fleet: no request {id} is known (never sent, or older than FLEET_RESULT_TTL)");
         return EXIT_FAILED;
@@ -26,22 +29,25 @@ pub(crate) async fn status(fleet: &Fleet, id: &str, json: bool) -> i32 {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "status": status, "result": result })
-            )
+            serde_json::to_string_pretty(&serde_json::json!({
+                "state": view.state(),
+                "status": view.record,
+                "result": view.result,
+            }))
             .unwrap_or_default()
         );
-        return match &result {
+        return match &view.result {
             Some(r) => r.exit_code(),
             None => EXIT_OK,
         };
     }
-    if let Some(record) = &status {
-        print_state(record);
-    }
-    match &result {
-        Some(r) => print_result(r, false),
-        None => EXIT_OK,
+    match (&view.result, &view.record) {
+        (Some(r), _) => print_result(r, false),
+        (None, Some(record)) => {
+            print_state(record);
+            EXIT_OK
+        }
+        (None, None) => EXIT_FAILED,
     }
 }
 
@@ -91,15 +97,11 @@ pub(crate) async fn catalog(fleet: &Fleet, json: bool) -> i32 {
 
 /// Runs `fleet trace`.
 pub(crate) async fn trace(fleet: &Fleet, id: &str, jaeger: &str, json: bool) -> i32 {
-    let trace_id = match fleet.status_of(id).await {
-        Ok(Some(s)) => s.trace_id,
-        Ok(None) => match fleet.result(id).await {
-            Ok(r) => r.and_then(|r| r.trace_id),
-            Err(e) => {
-                eprintln!("fleet: {e}");
-                return EXIT_NO_NATS;
-            }
-        },
+    let trace_id = match fleet.view(id).await {
+        Ok(view) => view
+            .result
+            .and_then(|r| r.trace_id)
+            .or_else(|| view.record.and_then(|r| r.trace_id)),
         Err(e) => {
             eprintln!("fleet: {e}");
             return EXIT_NO_NATS;

@@ -12,12 +12,7 @@ pub(crate) fn print_result(result: &TaskResult, json: bool) -> i32 {
             serde_json::to_string_pretty(result).unwrap_or_default()
         );
     } else {
-        let status = match result.status {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::Rejected => "rejected",
-            Outcome::Dead => "dead",
-        };
+        let status = result.status.as_str();
         println!(
             "result: {status}  task={}  attempts={}  request_id={}",
             result.task.as_deref().unwrap_or("-"),
@@ -31,12 +26,7 @@ pub(crate) fn print_result(result: &TaskResult, json: bool) -> i32 {
             );
         }
         if let Some(error) = &result.error {
-            let kind = serde_json::to_value(error.kind).unwrap_or_default();
-            println!(
-                "error: [{}] {}",
-                kind.as_str().unwrap_or("?"),
-                error.message
-            );
+            println!("error: [{}] {}", error.kind.as_str(), error.message);
         }
         if let Some(given) = &result.given_id {
             println!("given id: {given}");

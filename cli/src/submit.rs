@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use async_nats::{HeaderMap, jetstream::kv::Operation};
+use async_nats::HeaderMap;
 use clap::Args;
 use fleet_common::{
     config::parse_duration,
-    messages::{MSG_ID_HEADER, RequestBody, StatusRecord, is_valid_id},
+    lifecycle::{Event, Follow},
+    messages::{MSG_ID_HEADER, RequestBody, is_valid_id},
     telemetry,
     topology::Fleet,
 };
-use futures::StreamExt;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -96,12 +96,12 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32
         }
     };
 
-    // Watch before publishing, so no state change is missed.
-    let watch = if args.wait {
-        match fleet.status.watch_with_history(&id).await {
-            Ok(w) => Some(w),
+    // Follow before publishing, so no state change is missed.
+    let followed = if args.wait {
+        match fleet.follow(&id).await {
+            Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("fleet: cannot watch the request's status: {e}");
+                eprintln!("fleet: cannot follow the request: {e}");
                 return EXIT_NO_NATS;
             }
         }
@@ -111,36 +111,24 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32
 
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID_HEADER, id.as_str());
-    let subject = fleet.topology.requests_subject();
-    let span = tracing::info_span!(
-        "fleet.submit",
-        otel.name = format!("{subject} publish"),
-        otel.kind = "producer",
-        messaging.system = "nats",
-        messaging.destination.name = %subject,
-        messaging.message.id = %id,
-    );
+    let span = telemetry::messaging_span("publish", &fleet.topology().requests_subject());
+    span.record("messaging.message.id", id.as_str());
     if traced {
         // Only an exported span may be the trace's root; otherwise the dispatcher starts it.
         let _entered = span.enter();
         telemetry::inject(&mut headers);
     }
-    let published = match fleet
-        .js
-        .publish_with_headers(subject, headers, payload.into())
+    let published = fleet
+        .submit(headers, payload.into())
         .instrument(span.clone())
-        .await
-    {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+        .await;
     drop(span);
     if let Err(e) = published {
         eprintln!("fleet: the request was not accepted by NATS: {e}");
         return EXIT_NO_NATS;
     }
 
-    match watch {
+    match followed {
         None => {
             if args.json {
                 println!("{}", serde_json::json!({ "request_id": id }));
@@ -149,38 +137,45 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32
             }
             EXIT_OK
         }
-        Some(watch) => {
+        Some(events) => {
             if !args.json {
                 println!("request_id: {id}");
             }
-            follow(fleet, &id, watch, args.timeout, args.json).await
+            follow(&id, events, args.timeout, args.json).await
         }
     }
 }
 
 /// Runs `fleet watch`.
 pub(crate) async fn watch(fleet: &Fleet, id: &str, timeout: Duration, json: bool) -> i32 {
-    match fleet.status.watch_with_history(id).await {
-        Ok(w) => follow(fleet, id, w, timeout, json).await,
+    let events = match fleet.follow(id).await {
+        Ok(f) => f,
         Err(e) => {
-            eprintln!("fleet: cannot watch the request's status: {e}");
-            EXIT_NO_NATS
+            eprintln!("fleet: cannot follow the request: {e}");
+            return EXIT_NO_NATS;
+        }
+    };
+    match fleet.view(id).await {
+        Ok(view) if view.is_unknown() => {
+            eprintln!(
+                "fleet: no request {id} is known (never sent, or older than FLEET_RESULT_TTL)"
+            );
+            return EXIT_FAILED;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            return EXIT_NO_NATS;
         }
     }
+    follow(id, events, timeout, json).await
 }
 
-/// Prints each state change until a final one, then the result.
-async fn follow(
-    fleet: &Fleet,
-    id: &str,
-    mut watch: async_nats::jetstream::kv::Watch,
-    timeout: Duration,
-    json: bool,
-) -> i32 {
+/// Prints each state change until the result, then the result.
+async fn follow(id: &str, mut events: Follow, timeout: Duration, json: bool) -> i32 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let next = tokio::time::timeout_at(deadline, watch.next()).await;
-        let entry = match next {
+        match tokio::time::timeout_at(deadline, events.next()).await {
             Err(_) => {
                 eprintln!(
                     "fleet: no result for {id} after {timeout:?}; `fleet watch {id}` keeps following it"
@@ -192,37 +187,15 @@ async fn follow(
                 return EXIT_NO_NATS;
             }
             Ok(Some(Err(e))) => {
-                eprintln!("fleet: the status watch failed: {e}");
+                eprintln!("fleet: following the request failed: {e}");
                 return EXIT_NO_NATS;
             }
-            Ok(Some(Ok(entry))) => entry,
-        };
-        if entry.operation != Operation::Put {
-            continue;
-        }
-        let Ok(record) = serde_json::from_slice::<StatusRecord>(&entry.value) else {
-            continue;
-        };
-        if !json {
-            print_state(&record);
-        }
-        if record.state.is_terminal() {
-            break;
-        }
-    }
-    // The result is stored before the final state, so it is there now.
-    for _ in 0..20 {
-        match fleet.result(id).await {
-            Ok(Some(result)) => return print_result(&result, json),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => {
-                eprintln!("fleet: cannot read the result: {e}");
-                return EXIT_NO_NATS;
+            Ok(Some(Ok(Event::State(record)))) => {
+                if !json {
+                    print_state(&record);
+                }
             }
+            Ok(Some(Ok(Event::Result(result)))) => return print_result(&result, json),
         }
     }
-    eprintln!(
-        "fleet: {id} reached a final state but its result is gone (older than FLEET_RESULT_TTL?)"
-    );
-    EXIT_FAILED
 }

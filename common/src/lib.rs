@@ -13,7 +13,7 @@
 //!   creation ([`topology::Fleet`]).
 //! - [`messages`] - requests, task messages, results, status records and error kinds.
 //! - [`catalog`] - task specifications, schema validation and the `fleet-catalog` bucket.
-//! - [`store`] - exactly-once result storage, status records and the dead-letter queue.
+//! - [`lifecycle`] - the request's life: its states, its one result, its dead letters.
 //! - [`pull`] - a bounded pull loop over a durable consumer, shared by dispatcher and workers.
 //! - [`llm`] - the OpenAI-compatible client (OpenAI, Azure OpenAI, local servers).
 //! - [`telemetry`] - tracing, OpenTelemetry export and trace propagation in NATS headers.
@@ -25,11 +25,11 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod lifecycle;
 pub mod llm;
 pub mod messages;
 pub mod pull;
 pub mod shutdown;
-pub mod store;
 pub mod telemetry;
 pub mod topology;
 

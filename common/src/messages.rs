@@ -47,6 +47,19 @@ pub enum ClassifiedBy {
     Explicit,
 }
 
+// === impl ClassifiedBy ===
+
+impl ClassifiedBy {
+    /// The wire label, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassifiedBy::Llm => "llm",
+            ClassifiedBy::Rules => "rules",
+            ClassifiedBy::Explicit => "explicit",
+        }
+    }
+}
+
 /// What kind of error ended (or delayed) a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,6 +78,32 @@ pub enum ErrorKind {
     Exhausted,
     /// The task needs an LLM and none is configured.
     NoLlm,
+    /// A person denied the request.
+    Denied,
+    /// The request was cancelled.
+    Cancelled,
+    /// The request's deadline passed.
+    DeadlineExceeded,
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    /// The wire label, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::UnknownTask => "unknown_task",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::TaskError => "task_error",
+            ErrorKind::Exhausted => "exhausted",
+            ErrorKind::NoLlm => "no_llm",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
 }
 
 /// An error as results and status records carry it.
@@ -169,6 +208,26 @@ pub enum Outcome {
     Rejected,
     /// Every attempt failed; the task is in the dead-letter queue.
     Dead,
+    /// Someone cancelled the request.
+    Cancelled,
+    /// The request's deadline passed before it finished.
+    Expired,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// The wire label, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+            Outcome::Dead => "dead",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Expired => "expired",
+        }
+    }
 }
 
 /// The one final result of a request, on `<prefix>.results.<id>`.
@@ -243,17 +302,23 @@ impl TaskResult {
     }
 }
 
-/// A request's state in `<prefix>-status`.
+/// A request's state in `<prefix>-status`, in the order a request goes through them.
+///
+/// The rules of which state may follow which live in [`crate::lifecycle::rules`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
-    /// The dispatcher has it.
+    /// The dispatcher has it (and may be asking the LLM).
     Received,
+    /// It waits for its `delay` / `not_before`.
+    Scheduled,
+    /// It waits for a person to approve it.
+    AwaitingApproval,
     /// Its task is on the tasks stream.
     Queued,
     /// A worker runs it.
     Running,
-    /// An attempt failed and another will follow.
+    /// An attempt failed (or was handed back) and another will follow.
     Retrying,
     /// Final: succeeded.
     Succeeded,
@@ -263,6 +328,10 @@ pub enum State {
     Rejected,
     /// Final: attempts exhausted, in the dead-letter queue.
     Dead,
+    /// Final: cancelled.
+    Cancelled,
+    /// Final: its deadline passed.
+    Expired,
 }
 
 // === impl State ===
@@ -270,10 +339,38 @@ pub enum State {
 impl State {
     /// Whether no further state follows.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            State::Succeeded | State::Failed | State::Rejected | State::Dead
-        )
+        self.outcome().is_some()
+    }
+
+    /// The outcome a final state stands for.
+    pub fn outcome(self) -> Option<Outcome> {
+        match self {
+            State::Succeeded => Some(Outcome::Succeeded),
+            State::Failed => Some(Outcome::Failed),
+            State::Rejected => Some(Outcome::Rejected),
+            State::Dead => Some(Outcome::Dead),
+            State::Cancelled => Some(Outcome::Cancelled),
+            State::Expired => Some(Outcome::Expired),
+            _ => None,
+        }
+    }
+
+    /// The wire label, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Received => "received",
+            State::Scheduled => "scheduled",
+            State::AwaitingApproval => "awaiting_approval",
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Rejected => "rejected",
+            State::Dead => "dead",
+            State::Cancelled => "cancelled",
+            State::Expired => "expired",
+        }
     }
 }
 
@@ -284,17 +381,15 @@ impl From<Outcome> for State {
             Outcome::Failed => State::Failed,
             Outcome::Rejected => State::Rejected,
             Outcome::Dead => State::Dead,
+            Outcome::Cancelled => State::Cancelled,
+            Outcome::Expired => State::Expired,
         }
     }
 }
 
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        f.write_str(&s)
+        f.write_str(self.as_str())
     }
 }
 
@@ -394,6 +489,52 @@ mod tests {
         assert!(!is_valid_id("has space"));
         assert!(!is_valid_id(&"a".repeat(65)));
         assert!(is_valid_id(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn wire_labels_are_serdes() {
+        let label = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        for s in [
+            State::Received,
+            State::Scheduled,
+            State::AwaitingApproval,
+            State::Queued,
+            State::Running,
+            State::Retrying,
+            State::Succeeded,
+            State::Failed,
+            State::Rejected,
+            State::Dead,
+            State::Cancelled,
+            State::Expired,
+        ] {
+            assert_eq!(label(serde_json::json!(s)), s.as_str());
+            if let Some(o) = s.outcome() {
+                assert_eq!(label(serde_json::json!(o)), o.as_str());
+                assert_eq!(State::from(o), s);
+            }
+        }
+        for k in [
+            ErrorKind::BadRequest,
+            ErrorKind::TooLarge,
+            ErrorKind::UnknownTask,
+            ErrorKind::InvalidInput,
+            ErrorKind::TaskError,
+            ErrorKind::Exhausted,
+            ErrorKind::NoLlm,
+            ErrorKind::Denied,
+            ErrorKind::Cancelled,
+            ErrorKind::DeadlineExceeded,
+        ] {
+            assert_eq!(label(serde_json::json!(k)), k.as_str());
+        }
+        for c in [
+            ClassifiedBy::Llm,
+            ClassifiedBy::Rules,
+            ClassifiedBy::Explicit,
+        ] {
+            assert_eq!(label(serde_json::json!(c)), c.as_str());
+        }
     }
 
     #[test]

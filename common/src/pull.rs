@@ -140,3 +140,21 @@ async fn give_back(mut batch: async_nats::jetstream::consumer::pull::Batch) {
         }
     }
 }
+
+/// Runs `work` while telling JetStream every `period` that `msg` is still being handled, so a
+/// slow handler (an LLM call, a long task) is never redelivered to another replica meanwhile.
+pub async fn with_progress<F: Future>(msg: &Message, period: Duration, work: F) -> F::Output {
+    let period = period.max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticks.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}

@@ -143,6 +143,25 @@ pub fn current_trace_id() -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
+/// A PRODUCER span for publishing to `subject`, with the messaging attributes applied once.
+///
+/// `messaging.message.id`, `messaging.message.body.size` and `fleet.outcome` are declared empty
+/// for the caller to record.
+pub fn messaging_span(operation: &str, subject: &str) -> tracing::Span {
+    tracing::info_span!(
+        "fleet.publish",
+        otel.name = format!("{subject} {operation}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = operation,
+        messaging.destination.name = subject,
+        messaging.message.id = tracing::field::Empty,
+        messaging.message.body.size = tracing::field::Empty,
+        fleet.outcome = tracing::field::Empty,
+        fleet.attempts = tracing::field::Empty,
+    )
+}
+
 /// Writes the current span's `traceparent` and `tracestate` into NATS headers.
 pub fn inject(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();

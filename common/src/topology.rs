@@ -115,22 +115,32 @@ impl Topology {
 #[derive(Clone, Debug)]
 pub struct Fleet {
     /// The connection, for plain subscriptions.
-    pub client: async_nats::Client,
+    pub(crate) client: async_nats::Client,
     /// The JetStream context every publish goes through.
-    pub js: jetstream::Context,
+    pub(crate) js: jetstream::Context,
     /// The names.
-    pub topology: Topology,
+    pub(crate) topology: Topology,
     /// `<prefix>-status`.
-    pub status: kv::Store,
+    pub(crate) status: kv::Store,
     /// `<prefix>-catalog`.
-    pub catalog: kv::Store,
-    /// How long results are kept.
-    pub result_ttl: Duration,
+    pub(crate) catalog: kv::Store,
 }
 
 // === impl Fleet ===
 
 impl Fleet {
+    /// The fleet's names.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Makes sure everything published so far has left the client's buffer.
+    pub async fn flush(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(error = %e, "flush failed");
+        }
+    }
+
     /// Creates or updates the fleet's streams and buckets, then returns the handle.
     ///
     /// Whichever process starts first creates them; the others find them. Concurrent creation
@@ -226,7 +236,6 @@ impl Fleet {
             topology,
             status,
             catalog,
-            result_ttl: ttl,
         })
     }
 
@@ -292,7 +301,6 @@ impl Fleet {
             topology,
             status,
             catalog,
-            result_ttl: args.result_ttl,
         })
     }
 

@@ -30,15 +30,15 @@ use std::{
 
 use async_nats::jetstream::{
     AckKind, Message,
-    consumer::{AckPolicy, pull},
+    consumer::{self, AckPolicy},
 };
 use fleet_common::{
     catalog::{self, Catalog, SharedCatalog, snapshot},
     health::{self, Readiness},
+    lifecycle::{Arrival, Receipt},
     llm::Llm,
-    messages::{ClassifiedBy, MSG_ID_HEADER, State, StatusRecord, TaskMessage, now},
-    store::Created,
-    telemetry,
+    messages::{ClassifiedBy, MSG_ID_HEADER, TaskMessage},
+    pull, telemetry,
     topology::Fleet,
 };
 use prometheus_client::registry::Registry;
@@ -148,9 +148,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let consumer = fleet
         .durable_pull(
-            &fleet.topology.requests_stream(),
-            pull::Config {
-                durable_name: Some(fleet.topology.dispatcher_consumer().to_owned()),
+            &fleet.topology().requests_stream(),
+            consumer::pull::Config {
+                durable_name: Some(fleet.topology().dispatcher_consumer().to_owned()),
                 description: Some("shared by every dispatcher".into()),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: config.ack_wait,
@@ -168,10 +168,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         catalog: shared,
         classifier,
         max_request_bytes: config.max_request_bytes,
+        ack_wait: config.ack_wait,
         metrics,
     });
     let tracker = TaskTracker::new();
-    let pulling = tokio::spawn(fleet_common::pull::run(
+    let pulling = tokio::spawn(pull::run(
         consumer,
         Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),
         tracker.clone(),
@@ -212,6 +213,8 @@ struct Dispatcher {
     classifier: Arc<dyn Classify>,
     /// `FLEET_MAX_REQUEST_BYTES`.
     max_request_bytes: usize,
+    /// `FLEET_ACK_WAIT`: in-progress acks go out at a third of it while a request is routed.
+    ack_wait: Duration,
     /// Counters.
     metrics: Metrics,
 }
@@ -284,22 +287,31 @@ impl Dispatcher {
             span.record("trace_id", t.as_str());
         }
 
-        let mut record = StatusRecord::new(&id, State::Received);
-        record.request_seq = Some(seq);
-        record.trace_id = trace_id.clone();
-        let revision = match self.fleet.create_status(&record).await? {
-            Created::New(revision) => revision,
-            Created::Exists {
-                record: Some(existing),
-                revision,
-            } if existing.request_seq == Some(seq) => {
-                if existing.state != State::Received {
-                    // A redelivery of a request whose task is already out.
-                    return Ok(Disposition::Ack);
-                }
-                revision
+        // Route before the guard when no slow call is needed, so the guard's one write already
+        // says `queued` with the task.
+        let catalog = snapshot(&self.catalog);
+        let quick = match &parsed {
+            Ok(incoming) => self
+                .quick(incoming, &catalog)
+                .filter(|d| catalog.check(&d.task, &d.input).is_ok()),
+            Err(_) => None,
+        };
+        let receipt = self
+            .fleet
+            .receive(Arrival {
+                id: &id,
+                request_seq: seq,
+                trace_id: trace_id.clone(),
+                route: quick.as_ref().map(|d| (d.task.as_str(), d.by)),
+            })
+            .await?;
+        let ticket = match receipt {
+            Receipt::Proceed(ticket) => ticket,
+            Receipt::Done => {
+                tracing::debug!("a redelivery of a request whose task is already out");
+                return Ok(Disposition::Ack);
             }
-            Created::Exists { .. } => {
+            Receipt::Duplicate => {
                 self.metrics.duplicates.inc();
                 tracing::info!(
                     "duplicate request id: the first request's result stands, this one is dropped"
@@ -334,20 +346,17 @@ impl Dispatcher {
             }
         };
 
-        let catalog = snapshot(&self.catalog);
-        let mut decision = self.decide(&incoming, &catalog).await;
-        if catalog.get(&decision.task).is_none()
-            && decision.by == ClassifiedBy::Rules
-            && let Body::Text(text) = &incoming.body
-            && catalog.get(classifier::FALLBACK_TASK).is_some()
-        {
-            // The rules know the built-in tasks; a fleet may run without some of them.
-            decision = classifier::chat(text);
-        }
+        let decision = match quick {
+            Some(decision) => decision,
+            // A slow decision (the LLM): keep the message ours meanwhile, so it is not
+            // redelivered and classified a second time in parallel.
+            None => {
+                pull::with_progress(msg, self.ack_wait / 3, self.decide(&incoming, &catalog)).await
+            }
+        };
         span.record("task", decision.task.as_str());
         span.record("classified_by", by_label(decision.by));
-        let checked = catalog.check(&decision.task, &decision.input);
-        if let Err(error) = checked {
+        if let Err(error) = catalog.check(&decision.task, &decision.input) {
             self.count_rejection(&error);
             publisher::reject(
                 &self.fleet,
@@ -378,17 +387,25 @@ impl Dispatcher {
             classified_by: decision.by,
             metadata: incoming.metadata,
             trace_id,
-            received_at: Some(record.created_at.clone()),
+            received_at: Some(ticket.received_at().to_owned()),
             llm: decision.usage,
         };
-        publisher::publish_task(&self.fleet, &task).await?;
-        let mut queued = StatusRecord::for_task(&task, State::Queued);
-        queued.request_seq = Some(seq);
-        queued.updated_at = now();
-        // A worker may already have written `running`; never step back over it.
-        self.fleet.update_status(&queued, revision).await?;
+        self.fleet.queue(ticket, &task).await?;
         tracing::debug!(task = %task.task, "task queued");
         Ok(Disposition::Ack)
+    }
+
+    /// The decision for a request that needs no slow call: explicit, or a rule that is sure.
+    fn quick(&self, incoming: &Incoming, catalog: &Arc<Catalog>) -> Option<Decision> {
+        match &incoming.body {
+            Body::Explicit { task, input } => {
+                Some(Decision::new(task, input.clone(), ClassifiedBy::Explicit))
+            }
+            Body::Text(text) => self
+                .classifier
+                .quick(text)
+                .map(|d| fit_catalog(d, text, catalog)),
+        }
     }
 
     async fn decide(&self, incoming: &Incoming, catalog: &Arc<Catalog>) -> Decision {
@@ -396,21 +413,21 @@ impl Dispatcher {
             Body::Explicit { task, input } => {
                 Decision::new(task, input.clone(), ClassifiedBy::Explicit)
             }
-            Body::Text(text) => match self.classifier.classify(text, catalog.clone()).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "classifier failed; the rules route this request");
-                    classifier::route(text)
-                }
-            },
+            Body::Text(text) => {
+                let decision = match self.classifier.classify(text, catalog.clone()).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "classifier failed; the rules route this request");
+                        classifier::route(text)
+                    }
+                };
+                fit_catalog(decision, text, catalog)
+            }
         }
     }
 
     fn count_rejection(&self, error: &fleet_common::messages::ErrorInfo) {
-        let kind = serde_json::to_value(error.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = error.kind.as_str().to_owned();
         self.metrics
             .rejected
             .get_or_create(&vec![("kind", kind)])
@@ -418,10 +435,17 @@ impl Dispatcher {
     }
 }
 
-fn by_label(by: ClassifiedBy) -> &'static str {
-    match by {
-        ClassifiedBy::Llm => "llm",
-        ClassifiedBy::Rules => "rules",
-        ClassifiedBy::Explicit => "explicit",
+/// The rules know the built-in tasks; a fleet may run without some of them: `chat` then.
+fn fit_catalog(decision: Decision, text: &str, catalog: &Catalog) -> Decision {
+    if catalog.get(&decision.task).is_none()
+        && decision.by == ClassifiedBy::Rules
+        && catalog.get(classifier::FALLBACK_TASK).is_some()
+    {
+        return classifier::chat(text);
     }
+    decision
+}
+
+fn by_label(by: ClassifiedBy) -> &'static str {
+    by.as_str()
 }

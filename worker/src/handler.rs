@@ -3,23 +3,30 @@
 //! The order of writes is what makes "exactly one result" hold through crashes: the result is
 //! stored (first writer wins) before the message is acknowledged, so a worker killed at any
 //! point leads to a redelivery that either finds the result and acknowledges, or runs again.
+//! The final state is written after the result, off the request's path: the delivery's slot is
+//! free as soon as the result is stored, and the acknowledgement follows the state write, so a
+//! crash in between is settled by the redelivery. Attempts are counted by the lifecycle
+//! ([`fleet_common::lifecycle`]) from the status record, never from deliveries.
 
-use std::{sync::Arc, time::Instant};
-
-use async_nats::{
-    HeaderMap,
-    jetstream::{AckKind, Message},
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
 };
+
+use async_nats::jetstream::{AckKind, Message};
 use fleet_common::{
+    lifecycle::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start, rules},
     messages::{
-        AttemptError, ErrorInfo, ErrorKind, MSG_ID_HEADER, Outcome, State, StatusRecord,
-        TaskMessage, TaskResult, is_valid_id,
+        AttemptError, ErrorInfo, ErrorKind, MSG_ID_HEADER, Outcome, TaskMessage, TaskResult,
+        is_valid_id,
     },
     telemetry,
     topology::Fleet,
 };
+use futures::FutureExt;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, field::Empty};
 
 use crate::{error::TaskError, metrics::Metrics, retry::RetryPolicy, tasks::Registry};
@@ -35,23 +42,32 @@ pub struct Handler {
     /// `FLEET_MAX_ATTEMPTS`.
     pub max_attempts: u32,
     /// `FLEET_ACK_WAIT`; in-progress acks go out at a third of it.
-    pub ack_wait: std::time::Duration,
+    pub ack_wait: Duration,
     /// This worker's id.
     pub worker_id: String,
     /// Counters.
     pub metrics: Metrics,
     /// Cancelled when the drain grace runs out: running tasks are given back (NAK).
     pub hard_stop: CancellationToken,
+    /// Where the final state writes run after a delivery's slot is freed; drained on shutdown.
+    pub finishing: TaskTracker,
 }
 
 /// What happens to the message.
 enum Ending {
-    /// Done: its result is stored.
+    /// Acknowledge now (nothing left to write).
     Ack,
-    /// Failed permanently: its result is stored.
+    /// Another delivery after the delay (`None`: at once).
+    Nak(Option<Duration>),
+    /// TERM now.
     Term,
-    /// Another delivery after the delay.
-    Nak(Option<std::time::Duration>),
+    /// The result stands: write the final state, then acknowledge, off the request's path.
+    Settled {
+        /// The attempt, whose record the final state builds on.
+        attempt: Box<Attempt>,
+        /// The result that stands.
+        result: Box<TaskResult>,
+    },
 }
 
 // === impl Handler ===
@@ -59,10 +75,7 @@ enum Ending {
 impl Handler {
     /// Handles one delivery and acknowledges it as its outcome says.
     pub async fn handle(self: Arc<Self>, msg: Message) {
-        let attempt = msg
-            .info()
-            .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-            .unwrap_or(1);
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let span = tracing::info_span!(
             "fleet.task",
             otel.name = format!("{} process", msg.subject),
@@ -73,16 +86,20 @@ impl Handler {
             request_id = Empty,
             task = Empty,
             task_id = Empty,
-            attempt = i64::from(attempt),
+            attempt = Empty,
+            delivery = delivered,
             worker = %self.worker_id,
             trace_id = Empty,
             outcome = Empty,
         );
         telemetry::set_parent_from(&span, msg.headers.as_ref());
-        let ending = match self.process(&msg, attempt).instrument(span.clone()).await {
+        let delivered = u64::try_from(delivered).unwrap_or(1);
+        let ending = match self.process(&msg, delivered).instrument(span.clone()).await {
             Ok(ending) => ending,
             Err(e) => {
-                tracing::error!(parent: &span, error = %e, "cannot record the outcome; the task redelivers");
+                // Nothing was counted: an outage delays the work, it never uses attempts up.
+                tracing::warn!(parent: &span, error = %e, "cannot record the outcome; the task redelivers");
+                let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
                 Ending::Nak(Some(self.retry.delay(attempt, None)))
             }
         };
@@ -90,13 +107,34 @@ impl Handler {
             Ending::Ack => AckKind::Ack,
             Ending::Term => AckKind::Term,
             Ending::Nak(delay) => AckKind::Nak(delay),
+            Ending::Settled { attempt, result } => {
+                let fleet = self.fleet.clone();
+                self.finishing.spawn(
+                    async move {
+                        if let Err(e) = fleet.record_final(&attempt, &result).await {
+                            // The result is stored; the redelivery writes the state again.
+                            tracing::warn!(error = %e, "final state not written; the task redelivers to settle it");
+                            return;
+                        }
+                        let kind = match result.status {
+                            Outcome::Failed => AckKind::Term,
+                            _ => AckKind::Ack,
+                        };
+                        if let Err(e) = msg.ack_with(kind).await {
+                            tracing::warn!(error = %e, "acknowledgement lost; the redelivery finds the stored result");
+                        }
+                    }
+                    .instrument(span),
+                );
+                return;
+            }
         };
         if let Err(e) = msg.ack_with(kind).await {
             tracing::warn!(parent: &span, error = %e, "acknowledgement lost; the redelivery finds the stored result");
         }
     }
 
-    async fn process(&self, msg: &Message, attempt: u32) -> Result<Ending, fleet_common::Error> {
+    async fn process(&self, msg: &Message, delivered: u64) -> Result<Ending, fleet_common::Error> {
         let span = tracing::Span::current();
         let task: TaskMessage = match serde_json::from_slice(&msg.payload) {
             Ok(t) => t,
@@ -109,51 +147,42 @@ impl Handler {
             span.record("trace_id", trace_id.as_str());
         }
 
-        if attempt > 1
-            && let Some(result) = self.fleet.result(&task.request_id).await?
+        let mut attempt = match self
+            .fleet
+            .start(&task, delivered, &self.worker_id, self.max_attempts)
+            .await?
         {
-            // A worker stored the result and died before acknowledging.
-            self.settle_status(&task, &result).await?;
-            return Ok(Ending::Ack);
-        }
-        let mut record = if attempt > 1 {
-            self.fleet
-                .status_of(&task.request_id)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| StatusRecord::for_task(&task, State::Running))
-        } else {
-            StatusRecord::for_task(&task, State::Running)
+            Start::Finished(result) => {
+                tracing::info!(
+                    outcome = result.status.as_str(),
+                    "the result was stored by an earlier delivery"
+                );
+                return Ok(Ending::Ack);
+            }
+            Start::Bury(attempt) => return self.bury(msg, &task, attempt).await,
+            Start::Run(attempt) => attempt,
         };
-        if attempt > self.max_attempts {
-            // Earlier deliveries were lost with their worker (killed mid-task).
-            record.errors.push(AttemptError {
-                attempt: attempt - 1,
-                kind: ErrorKind::TaskError,
-                message: "the worker running this attempt stopped before it finished".into(),
-            });
-            return self.bury(msg, &task, record, attempt - 1).await;
-        }
-
-        record.attempt = attempt;
-        record.worker = Some(self.worker_id.clone());
-        record = record.moved_to(State::Running);
-        self.fleet.put_status(&record).await?;
+        span.record("attempt", i64::from(attempt.number));
 
         let Some(runner) = self.registry.get(&task.task) else {
             let error = ErrorInfo::new(
                 ErrorKind::UnknownTask,
                 format!("this worker does not run `{}`", task.task),
             );
-            return self.finish(&task, record, attempt, Err(error)).await;
+            return self.finish(&task, attempt, Err(error)).await;
         };
         let label = Metrics::label(&task.task);
         self.metrics.started.get_or_create(&label).inc();
         self.metrics.in_flight.inc();
         let started = Instant::now();
+        // A panicking task is a failed attempt like any other, not a lost delivery.
+        let work = AssertUnwindSafe(runner.call(task.input.clone()))
+            .catch_unwind()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|panic| Err(TaskError::retry(panic_message(&panic))))
+            });
         let outcome = tokio::select! {
-            outcome = self.run_with_progress(msg, runner.call(task.input.clone())) => Some(outcome),
+            outcome = self.run_with_progress(msg, &attempt, delivered > 1, work) => Some(outcome),
             _ = self.hard_stop.cancelled() => None,
         };
         self.metrics.in_flight.dec();
@@ -163,45 +192,62 @@ impl Handler {
             .observe(started.elapsed().as_secs_f64());
         let Some(outcome) = outcome else {
             tracing::warn!("drain grace ran out; the task is given back for another worker");
+            if let Err(e) = self.fleet.hand_back(&attempt).await {
+                tracing::debug!(error = %e, "hand-back not recorded");
+            }
             return Ok(Ending::Nak(None));
         };
 
         match outcome {
-            Ok(output) => self.finish(&task, record, attempt, Ok(output)).await,
+            Ok(output) => self.finish(&task, attempt, Ok(output)).await,
             Err(TaskError::Abort { kind, message }) => {
-                self.finish(&task, record, attempt, Err(ErrorInfo::new(kind, message)))
+                self.finish(&task, attempt, Err(ErrorInfo::new(kind, message)))
                     .await
             }
             Err(TaskError::Retry { message, after }) => {
-                tracing::warn!(error = %message, attempt, "attempt failed");
+                tracing::warn!(error = %message, attempt = attempt.number, "attempt failed");
                 telemetry::record_error(&message);
-                record.errors.push(AttemptError {
-                    attempt,
+                let error = AttemptError {
+                    attempt: attempt.number,
                     kind: ErrorKind::TaskError,
                     message,
-                });
-                if attempt >= self.max_attempts {
-                    return self.bury(msg, &task, record, attempt).await;
+                };
+                if rules::exhausted(attempt.errors.len() + 1, self.max_attempts) {
+                    attempt.errors.push(error);
+                    return self.bury(msg, &task, attempt).await;
                 }
-                self.metrics.retried.get_or_create(&label).inc();
-                let delay = self.retry.delay(attempt, after);
-                self.fleet
-                    .put_status(&record.moved_to(State::Retrying))
-                    .await?;
-                tracing::info!(delay_ms = delay.as_millis() as u64, "retry scheduled");
-                Ok(Ending::Nak(Some(delay)))
+                let number = attempt.number;
+                match self.fleet.retry(&mut attempt, error).await? {
+                    Retried::Ended => Ok(Ending::Ack),
+                    Retried::Scheduled => {
+                        self.metrics.retried.get_or_create(&label).inc();
+                        let delay = self.retry.delay(number, after);
+                        tracing::info!(delay_ms = delay.as_millis() as u64, "retry scheduled");
+                        Ok(Ending::Nak(Some(delay)))
+                    }
+                }
             }
         }
     }
 
-    /// Runs `work`, telling JetStream the task is still in progress every third of the ack wait.
-    async fn run_with_progress<F>(&self, msg: &Message, work: F) -> Result<Value, TaskError>
+    /// Runs `work`, telling JetStream the task is still in progress every third of the ack
+    /// wait, and showing it `running` once it has run for [`RUNNING_VISIBLE_AFTER`] (unless
+    /// `shown` already).
+    async fn run_with_progress<F>(
+        &self,
+        msg: &Message,
+        attempt: &Attempt,
+        shown: bool,
+        work: F,
+    ) -> Result<Value, TaskError>
     where
         F: std::future::Future<Output = Result<Value, TaskError>>,
     {
-        let period = (self.ack_wait / 3).max(std::time::Duration::from_millis(100));
+        let period = (self.ack_wait / 3).max(Duration::from_millis(100));
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        tokio::pin!(work);
+        let visible = tokio::time::sleep(RUNNING_VISIBLE_AFTER);
+        tokio::pin!(work, visible);
+        let mut marked = shown;
         loop {
             tokio::select! {
                 outcome = &mut work => return outcome,
@@ -210,24 +256,34 @@ impl Handler {
                         tracing::debug!(error = %e, "in-progress ack failed");
                     }
                 }
+                _ = &mut visible, if !marked => {
+                    marked = true;
+                    let fleet = self.fleet.clone();
+                    let attempt = attempt.clone();
+                    // Not awaited here: the task keeps running while the state is written.
+                    tokio::spawn(async move {
+                        if let Err(e) = fleet.mark_running(&attempt).await {
+                            tracing::debug!(error = %e, "running state not written");
+                        }
+                    }.in_current_span());
+                }
             }
         }
     }
 
-    /// Stores the final result of a task that ran (succeeded or failed permanently).
+    /// Stores the result of a task that ran (succeeded or failed permanently).
     async fn finish(
         &self,
         task: &TaskMessage,
-        record: StatusRecord,
-        attempt: u32,
+        attempt: Attempt,
         outcome: Result<Value, ErrorInfo>,
     ) -> Result<Ending, fleet_common::Error> {
         let label = Metrics::label(&task.task);
-        let (status, ending) = match &outcome {
-            Ok(_) => (Outcome::Succeeded, Ending::Ack),
-            Err(_) => (Outcome::Failed, Ending::Term),
+        let status = match &outcome {
+            Ok(_) => Outcome::Succeeded,
+            Err(_) => Outcome::Failed,
         };
-        let mut result = TaskResult::for_task(task, status, attempt);
+        let mut result = TaskResult::for_task(task, status, attempt.number);
         result.worker = Some(self.worker_id.clone());
         match outcome {
             Ok(output) => {
@@ -241,9 +297,12 @@ impl Handler {
                 result.error = Some(error);
             }
         }
-        self.store(&result, record).await?;
-        tracing::Span::current().record("outcome", tracing::field::debug(status));
-        Ok(ending)
+        let standing = self.fleet.settle(result).await?;
+        tracing::Span::current().record("outcome", standing.status.as_str());
+        Ok(Ending::Settled {
+            attempt: Box::new(attempt),
+            result: Box::new(standing),
+        })
     }
 
     /// Moves an exhausted task to the dead-letter queue and stores its `dead` result.
@@ -251,33 +310,33 @@ impl Handler {
         &self,
         msg: &Message,
         task: &TaskMessage,
-        record: StatusRecord,
-        attempts: u32,
+        attempt: Attempt,
     ) -> Result<Ending, fleet_common::Error> {
-        let last = record
+        let attempts = u32::try_from(attempt.errors.len()).unwrap_or(u32::MAX);
+        let last = attempt
             .errors
             .last()
             .map(|e| e.message.clone())
             .unwrap_or_else(|| "unknown".into());
-        self.fleet
-            .dead_letter(
-                &task.task,
-                &task.request_id,
-                msg.headers.as_ref(),
-                msg.payload.clone(),
-                &record.errors,
-                &format!("{}.dead{}", task.request_id, stream_seq(msg)),
-            )
-            .await?;
-        let mut result = TaskResult::for_task(task, Outcome::Dead, attempts);
-        result.worker = Some(self.worker_id.clone());
-        result.error = Some(ErrorInfo::new(
+        let mut dead = TaskResult::for_task(task, Outcome::Dead, attempts);
+        dead.worker = Some(self.worker_id.clone());
+        dead.error = Some(ErrorInfo::new(
             ErrorKind::Exhausted,
             format!(
                 "gave up after {attempts} attempts; last error: {last}. The task is in the dead-letter queue: `fleet dlq replay {}` runs it again",
                 task.request_id
             ),
         ));
+        let standing = self
+            .fleet
+            .bury(
+                task,
+                (msg.headers.as_ref(), msg.payload.clone()),
+                dead,
+                &attempt.errors,
+                &format!("{}.dead{}", task.request_id, stream_seq(msg)),
+            )
+            .await?;
         self.metrics
             .dead
             .get_or_create(&Metrics::label(&task.task))
@@ -286,42 +345,11 @@ impl Handler {
             attempts,
             "attempts exhausted; task moved to the dead-letter queue"
         );
-        self.store(&result, record).await?;
-        Ok(Ending::Ack)
-    }
-
-    /// Stores a result (first writer wins) and then the matching final status.
-    async fn store(
-        &self,
-        result: &TaskResult,
-        record: StatusRecord,
-    ) -> Result<(), fleet_common::Error> {
-        self.fleet.store_result(result, HeaderMap::new()).await?;
-        let mut record = record.moved_to(State::from(result.status));
-        record.error = result.error.clone();
-        self.fleet.put_status(&record).await
-    }
-
-    /// Makes the status agree with a result found on redelivery.
-    async fn settle_status(
-        &self,
-        task: &TaskMessage,
-        result: &TaskResult,
-    ) -> Result<(), fleet_common::Error> {
-        let record = self
-            .fleet
-            .status_of(&task.request_id)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| StatusRecord::for_task(task, State::Running));
-        if record.state.is_terminal() {
-            return Ok(());
-        }
-        let mut record = record.moved_to(State::from(result.status));
-        record.error = result.error.clone();
-        record.attempt = result.attempts;
-        self.fleet.put_status(&record).await
+        tracing::Span::current().record("outcome", standing.status.as_str());
+        Ok(Ending::Settled {
+            attempt: Box::new(attempt),
+            result: Box::new(standing),
+        })
     }
 
     /// A task message that is not a task: keep it in the DLQ, fail its request if it names one.
@@ -332,34 +360,30 @@ impl Handler {
             .and_then(|h| h.get(MSG_ID_HEADER))
             .map(|v| v.as_str().to_owned())
             .filter(|id| is_valid_id(id));
-        let message = format!(
-            "the task message is not readable ({why}); it is kept in the dead-letter queue"
+        let error = ErrorInfo::new(
+            ErrorKind::BadRequest,
+            format!(
+                "the task message is not readable ({why}); it is kept in the dead-letter queue"
+            ),
         );
-        tracing::error!(error = %message, "unreadable task message");
-        let errors = [AttemptError {
-            attempt: 1,
-            kind: ErrorKind::BadRequest,
-            message: message.clone(),
-        }];
+        tracing::error!(error = %error.message, "unreadable task message");
         self.fleet
-            .dead_letter(
-                "unreadable",
+            .keep_unreadable(
                 id.as_deref().unwrap_or("unknown"),
-                msg.headers.as_ref(),
-                msg.payload.clone(),
-                &errors,
+                (msg.headers.as_ref(), msg.payload.clone()),
+                &error,
                 &format!("task.unreadable{}", stream_seq(msg)),
             )
             .await?;
         if let Some(id) = id {
             let result = TaskResult {
-                request_id: id.clone(),
+                request_id: id,
                 status: Outcome::Failed,
                 task: None,
                 input: None,
                 output: None,
-                error: Some(ErrorInfo::new(ErrorKind::BadRequest, message)),
-                attempts: 1,
+                error: Some(error),
+                attempts: 0,
                 classified_by: None,
                 trace_id: telemetry::current_trace_id(),
                 metadata: None,
@@ -367,8 +391,7 @@ impl Handler {
                 worker: Some(self.worker_id.clone()),
                 finished_at: Some(fleet_common::messages::now()),
             };
-            self.store(&result, StatusRecord::new(&id, State::Running))
-                .await?;
+            self.fleet.conclude(result).await?;
         }
         Ok(Ending::Term)
     }
@@ -377,4 +400,14 @@ impl Handler {
 /// The message's sequence in the tasks stream (0 when it has no JetStream metadata).
 fn stream_seq(msg: &Message) -> u64 {
     msg.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
+/// What a panicking task said, for its attempt's error.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the task panicked: {what}")
 }

@@ -82,11 +82,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         };
         let consumer = fleet
             .durable_pull(
-                &fleet.topology.tasks_stream(),
+                &fleet.topology().tasks_stream(),
                 pull::Config {
-                    durable_name: Some(fleet.topology.worker_consumer(&name)),
+                    durable_name: Some(fleet.topology().worker_consumer(&name)),
                     description: Some(format!("shared by every worker running {name}")),
-                    filter_subject: fleet.topology.task_subject(&name),
+                    filter_subject: fleet.topology().task_subject(&name),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
                     // The worker counts attempts itself and moves the last one to the DLQ, so
@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(worker = %worker_id, tasks = ?registry.names(), concurrency = config.concurrency, "worker ready");
 
     let hard_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let handler = Arc::new(Handler {
         fleet,
         registry,
@@ -117,9 +118,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         worker_id,
         metrics,
         hard_stop: hard_stop.clone(),
+        finishing: tracker.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let tracker = TaskTracker::new();
     let mut pulls = Vec::new();
     for consumer in consumers {
         let handler = handler.clone();

@@ -59,4 +59,10 @@ pub trait Classify: Send + Sync {
         text: &'a str,
         catalog: Arc<Catalog>,
     ) -> BoxFuture<'a, Result<Decision, ClassifyError>>;
+
+    /// A decision that needs no slow call, when this classifier can make one at once: the
+    /// dispatcher then writes the request's guard record as `queued`, saving a status write.
+    fn quick(&self, _text: &str) -> Option<Decision> {
+        None
+    }
 }

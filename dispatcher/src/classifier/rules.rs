@@ -24,6 +24,10 @@ impl Classify for Rules {
     ) -> BoxFuture<'a, Result<Decision, ClassifyError>> {
         Box::pin(async move { Ok(route(text)) })
     }
+
+    fn quick(&self, text: &str) -> Option<Decision> {
+        Some(route(text))
+    }
 }
 
 static REPO: LazyLock<Regex> = LazyLock::new(|| {

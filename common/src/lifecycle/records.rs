@@ -2,7 +2,12 @@
 //!
 //! A result is published with `Nats-Expected-Last-Subject-Sequence: 0`, so the server refuses a
 //! second result for the same id whatever crashes or redeliveries happen: the first writer wins
-//! and every later one learns the result is already there.
+//! and every later one reads the stored result and takes it as its own outcome.
+//!
+//! Status records move only forward ([`super::rules::may_move`]): every write but the final one
+//! is a compare-and-set on the record's revision, so a slow writer can never step back over a
+//! later state. The final state is a plain put: it is derived from the stored result, which
+//! never changes, so any number of writers agree on it.
 
 use async_nats::{
     HeaderMap,
@@ -22,18 +27,33 @@ use crate::{
     topology::Fleet,
 };
 
+/// How often a read that must find something (a result the server says is stored) is tried.
+const READ_TRIES: u32 = 5;
+
 /// Whether [`Fleet::store_result`] wrote the result or found one there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Stored {
     /// This call stored it.
     New,
-    /// A result for this id was already stored; nothing was written.
-    AlreadyStored,
+    /// A result for this id was already stored (this one is it); nothing was written.
+    Earlier(Box<TaskResult>),
+}
+
+// === impl Stored ===
+
+impl Stored {
+    /// The result that stands: `ours` when this call stored it, else the earlier one.
+    pub(crate) fn standing(self, ours: TaskResult) -> TaskResult {
+        match self {
+            Stored::New => ours,
+            Stored::Earlier(earlier) => *earlier,
+        }
+    }
 }
 
 /// Whether [`Fleet::create_status`] made a new record.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Created {
+pub(crate) enum Created {
     /// The id was new; the record's revision, for [`Fleet::update_status`].
     New(u64),
     /// A record for this id exists.
@@ -73,21 +93,14 @@ impl Fleet {
     ///
     /// [`Error::JetStream`] when the result could not be stored (NATS down, stream missing);
     /// the caller must not acknowledge the work then.
-    pub async fn store_result(
+    pub(crate) async fn store_result(
         &self,
         result: &TaskResult,
         mut headers: HeaderMap,
     ) -> Result<Stored, Error> {
         let subject = self.topology.result_subject(&result.request_id);
-        let span = tracing::info_span!(
-            "fleet.result",
-            otel.name = format!("{subject} publish"),
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.operation.type = "publish",
-            messaging.destination.name = %subject,
-            fleet.outcome = ?result.status,
-        );
+        let span = crate::telemetry::messaging_span("publish", &subject);
+        span.record("fleet.outcome", result.status.as_str());
         async {
             crate::telemetry::inject(&mut headers);
             let body = serde_json::to_vec(result).map_err(|source| Error::Decode {
@@ -107,7 +120,17 @@ impl Fleet {
                 Ok(_) => Ok(Stored::New),
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     tracing::info!("a result for this request is stored already; it stands");
-                    Ok(Stored::AlreadyStored)
+                    // The server just said it is there: read it, allowing for a moment's lag.
+                    for _ in 0..READ_TRIES {
+                        if let Some((earlier, _)) = self.stored_result(&result.request_id).await? {
+                            return Ok(Stored::Earlier(Box::new(earlier)));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(Error::js(
+                        "read the stored result",
+                        "the server refused a second result but the first cannot be read",
+                    ))
                 }
                 Err(e) => Err(Error::js("store result", e)),
             }
@@ -123,6 +146,14 @@ impl Fleet {
     /// [`Error::JetStream`] when the results stream cannot be read, [`Error::Decode`] when the
     /// stored result is not valid JSON.
     pub async fn result(&self, request_id: &str) -> Result<Option<TaskResult>, Error> {
+        Ok(self.stored_result(request_id).await?.map(|(r, _)| r))
+    }
+
+    /// The stored result of a request and its sequence in the results stream.
+    pub(crate) async fn stored_result(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(TaskResult, u64)>, Error> {
         let stream = self
             .js
             .get_stream_no_info(self.topology.results_stream())
@@ -133,7 +164,7 @@ impl Fleet {
             .await
         {
             Ok(msg) => serde_json::from_slice(&msg.payload)
-                .map(Some)
+                .map(|r| Some((r, msg.sequence)))
                 .map_err(|source| Error::Decode {
                     what: "result",
                     source,
@@ -143,23 +174,19 @@ impl Fleet {
         }
     }
 
-    /// Removes the stored result of a request, so a replay can store a new one.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::JetStream`] when the purge fails.
-    pub async fn purge_result(&self, request_id: &str) -> Result<(), Error> {
+    /// Removes the one stored result at `seq` (a `dead` one, for a replay); returns whether it
+    /// was still there. Conditional by construction: a result stored since has another sequence.
+    pub(crate) async fn remove_result_at(&self, seq: u64) -> Result<bool, Error> {
         let stream = self
             .js
             .get_stream_no_info(self.topology.results_stream())
             .await
             .map_err(|e| Error::js("open results stream", e))?;
-        stream
-            .purge()
-            .filter(self.topology.result_subject(request_id))
-            .await
-            .map_err(|e| Error::js("purge result", e))?;
-        Ok(())
+        match stream.delete_message(seq).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_gone(&e.to_string()) => Ok(false),
+            Err(e) => Err(Error::js("remove the dead result", e)),
+        }
     }
 
     /// Writes a request's status record.
@@ -167,7 +194,7 @@ impl Fleet {
     /// # Errors
     ///
     /// [`Error::JetStream`] when the bucket refuses the write.
-    pub async fn put_status(&self, record: &StatusRecord) -> Result<(), Error> {
+    pub(crate) async fn put_status(&self, record: &StatusRecord) -> Result<(), Error> {
         let body = encode_status(record)?;
         self.status
             .put(&record.request_id, body)
@@ -181,25 +208,25 @@ impl Fleet {
     /// # Errors
     ///
     /// [`Error::JetStream`] when the bucket cannot be written or read.
-    pub async fn create_status(&self, record: &StatusRecord) -> Result<Created, Error> {
+    pub(crate) async fn create_status(&self, record: &StatusRecord) -> Result<Created, Error> {
         let body = encode_status(record)?;
         match self.status.create(&record.request_id, body).await {
             Ok(revision) => Ok(Created::New(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let entry = self
-                    .status
-                    .entry(&record.request_id)
-                    .await
-                    .map_err(|e| Error::js("read status", e))?;
-                Ok(match entry {
-                    Some(entry) => Created::Exists {
-                        record: serde_json::from_slice(&entry.value).ok().map(Box::new),
-                        revision: entry.revision,
-                    },
-                    None => Created::Exists {
-                        record: None,
-                        revision: 0,
-                    },
+                // The record was there a moment ago; a read may lag behind the write that
+                // made it, so try a few times before calling it unreadable.
+                for _ in 0..READ_TRIES {
+                    if let Some((record, revision)) = self.status_entry(&record.request_id).await? {
+                        return Ok(Created::Exists {
+                            record: record.map(Box::new),
+                            revision,
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(Created::Exists {
+                    record: None,
+                    revision: 0,
                 })
             }
             Err(e) => Err(Error::js("create status", e)),
@@ -207,20 +234,75 @@ impl Fleet {
     }
 
     /// Writes a status record only if nobody wrote it since `revision`; returns whether it did.
-    ///
-    /// The dispatcher uses it to move `received` to `queued` without overwriting a worker's
-    /// `running` that got there first.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::JetStream`] when the bucket cannot be written.
-    pub async fn update_status(&self, record: &StatusRecord, revision: u64) -> Result<bool, Error> {
+    pub(crate) async fn update_status(
+        &self,
+        record: &StatusRecord,
+        revision: u64,
+    ) -> Result<bool, Error> {
         let body = encode_status(record)?;
         match self.status.update(&record.request_id, body, revision).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(e) => Err(Error::js("update status", e)),
         }
+    }
+
+    /// The status record of a request with its revision (`None` inside when it is unreadable).
+    pub(crate) async fn status_entry(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(Option<StatusRecord>, u64)>, Error> {
+        let entry = self
+            .status
+            .entry(request_id)
+            .await
+            .map_err(|e| Error::js("read status", e))?;
+        Ok(entry.and_then(|entry| match entry.operation {
+            kv::Operation::Put => Some((serde_json::from_slice(&entry.value).ok(), entry.revision)),
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        }))
+    }
+
+    /// Moves a request's record forward with a compare-and-set: `next` sees the current record
+    /// (or `None`) and returns the one to write, or `None` to leave it. Retried when another
+    /// writer got in between; returns the record written, if any.
+    ///
+    /// `known` is the record and revision the caller already holds, saving the first read.
+    pub(crate) async fn advance<F>(
+        &self,
+        request_id: &str,
+        mut known: Option<(Option<StatusRecord>, u64)>,
+        mut next: F,
+    ) -> Result<Option<StatusRecord>, Error>
+    where
+        F: FnMut(Option<&StatusRecord>) -> Option<StatusRecord>,
+    {
+        for _ in 0..READ_TRIES {
+            let current = match known.take() {
+                Some(k) => Some(k),
+                None => self.status_entry(request_id).await?,
+            };
+            let (record, revision) = match &current {
+                Some((record, revision)) => (record.as_ref(), *revision),
+                None => (None, 0),
+            };
+            let Some(new) = next(record) else {
+                return Ok(None);
+            };
+            let written = if current.is_some() {
+                self.update_status(&new, revision).await?
+            } else {
+                matches!(self.create_status(&new).await?, Created::New(_))
+            };
+            if written {
+                return Ok(Some(new));
+            }
+        }
+        tracing::debug!(
+            request_id,
+            "status kept changing under this write; left as it is"
+        );
+        Ok(None)
     }
 
     /// The status record of a request, if there is one.
@@ -254,7 +336,7 @@ impl Fleet {
     /// # Errors
     ///
     /// [`Error::JetStream`] when the DLQ stream does not acknowledge it.
-    pub async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         task: &str,
         request_id: &str,
@@ -285,14 +367,10 @@ impl Fleet {
         let errors = serde_json::to_string(errors).unwrap_or_else(|_| "[]".into());
         headers.insert(ERRORS_HEADER, errors.as_str());
         let subject = self.topology.dlq_subject(task);
-        let span = tracing::info_span!(
-            "fleet.dead_letter",
-            otel.name = format!("{subject} publish"),
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.operation.type = "publish",
-            messaging.destination.name = %subject,
-            fleet.attempts = i64::try_from(attempts).unwrap_or(i64::MAX),
+        let span = crate::telemetry::messaging_span("publish", &subject);
+        span.record(
+            "fleet.attempts",
+            i64::try_from(attempts).unwrap_or(i64::MAX),
         );
         async {
             let ack = self
@@ -307,12 +385,19 @@ impl Fleet {
         .await
     }
 
-    /// Lists the dead letters, optionally of one task.
+    /// Reads up to `limit` dead letters (optionally of one task) from stream sequence `from`
+    /// on, oldest first, with the sequence to continue from when there may be more: a page, so
+    /// a large DLQ is never held in memory at once.
     ///
     /// # Errors
     ///
     /// [`Error::JetStream`] when the DLQ stream cannot be read.
-    pub async fn dead_letters(&self, task: Option<&str>) -> Result<Vec<DeadLetter>, Error> {
+    pub async fn dead_letters(
+        &self,
+        task: Option<&str>,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<u64>), Error> {
         let stream = self
             .js
             .get_stream_no_info(self.topology.dlq_stream())
@@ -324,8 +409,11 @@ impl Fleet {
         };
         let prefix = self.topology.dlq_prefix();
         let mut out = Vec::new();
-        let mut next = 1;
+        let mut next = from.max(1);
         loop {
+            if out.len() >= limit.max(1) {
+                return Ok((out, Some(next)));
+            }
             match stream
                 .direct_get_next_for_subject(filter.as_str(), Some(next))
                 .await
@@ -346,7 +434,7 @@ impl Fleet {
                         payload: msg.payload.clone(),
                     });
                 }
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(out),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok((out, None)),
                 Err(e) => return Err(Error::js("read DLQ", e)),
             }
         }
@@ -357,17 +445,18 @@ impl Fleet {
     /// # Errors
     ///
     /// [`Error::JetStream`] when the delete fails.
-    pub async fn delete_dead_letter(&self, stream_seq: u64) -> Result<(), Error> {
+    pub(crate) async fn delete_dead_letter(&self, stream_seq: u64) -> Result<(), Error> {
         let stream = self
             .js
             .get_stream_no_info(self.topology.dlq_stream())
             .await
             .map_err(|e| Error::js("open DLQ stream", e))?;
-        stream
-            .delete_message(stream_seq)
-            .await
-            .map_err(|e| Error::js("delete dead letter", e))?;
-        Ok(())
+        match stream.delete_message(stream_seq).await {
+            Ok(_) => Ok(()),
+            // Deleted by a concurrent replay: what was asked for is done.
+            Err(e) if is_gone(&e.to_string()) => Ok(()),
+            Err(e) => Err(Error::js("delete dead letter", e)),
+        }
     }
 }
 
@@ -378,4 +467,10 @@ fn encode_status(record: &StatusRecord) -> Result<Bytes, Error> {
             what: "status record",
             source,
         })
+}
+
+/// Whether a delete failed because the message is no longer there (nats-server says "no
+/// message found" or "sequence … not found", depending on the version and the store).
+fn is_gone(error: &str) -> bool {
+    error.contains("no message found") || error.contains("not found")
 }

@@ -1,0 +1,255 @@
+//! The dispatcher's verbs: receive a request (the duplicate guard), queue its task, reject it.
+//!
+//! One status write is awaited before a task is published: the guard, a create that only the
+//! first message with an id can win. When the route is known before the guard (the caller
+//! named the task, or a rule decided without the LLM), the guard already says `queued` with the
+//! task, and nothing more is written by the dispatcher. Only a request that waits for the LLM
+//! is first `received`, and becomes `queued` once its task is out.
+
+use async_nats::{HeaderMap, jetstream::message::PublishMessage};
+use bytes::Bytes;
+use tracing::Instrument;
+
+use super::{
+    records::Created,
+    rules::{self, Admission, Resume},
+};
+use crate::{
+    Error,
+    messages::{
+        AttemptError, ClassifiedBy, ErrorInfo, State, StatusRecord, TaskMessage, TaskResult, now,
+    },
+    telemetry,
+    topology::Fleet,
+};
+
+/// A request message as the duplicate guard sees it.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    /// The request's id.
+    pub id: &'a str,
+    /// The message's sequence in the requests stream: a redelivery carries the same one.
+    pub request_seq: u64,
+    /// The request's trace.
+    pub trace_id: Option<String>,
+    /// The task and tier, when routing decided before the guard (no LLM involved).
+    pub route: Option<(&'a str, ClassifiedBy)>,
+}
+
+/// What the duplicate guard found.
+#[derive(Debug)]
+pub enum Receipt {
+    /// Route (unless already routed) and publish the task; the ticket carries the record.
+    Proceed(Box<Ticket>),
+    /// Nothing more to do: the task is out, or the request has ended.
+    Done,
+    /// The id belongs to an earlier request, whose result stands.
+    Duplicate,
+}
+
+/// The guard's record of a request that proceeds, for [`Fleet::queue`].
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The record as the guard left it.
+    record: StatusRecord,
+    /// Its revision (0 when unknown).
+    revision: u64,
+}
+
+// === impl Ticket ===
+
+impl Ticket {
+    /// When the request was received (the record's creation time).
+    pub fn received_at(&self) -> &str {
+        &self.record.created_at
+    }
+}
+
+// === impl Fleet ===
+
+impl Fleet {
+    /// The duplicate guard: creates the request's status record, unless its id is known.
+    ///
+    /// A new id proceeds. A known id is a redelivery of the same message (same stream
+    /// sequence: carry on where it stopped) or a duplicate (another message: its first
+    /// request's result stands, nothing runs twice). A record that reads back missing never
+    /// makes a redelivery count as a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the status bucket cannot be written or read; the request
+    /// message must then be redelivered.
+    pub async fn receive(&self, arrival: Arrival<'_>) -> Result<Receipt, Error> {
+        let state = if arrival.route.is_some() {
+            State::Queued
+        } else {
+            State::Received
+        };
+        let mut record = StatusRecord::new(arrival.id, state);
+        record.request_seq = Some(arrival.request_seq);
+        record.trace_id = arrival.trace_id;
+        if let Some((task, by)) = arrival.route {
+            record.task = Some(task.to_owned());
+            record.classified_by = Some(by);
+        }
+        match self.create_status(&record).await? {
+            Created::New(revision) => Ok(Receipt::Proceed(Box::new(Ticket { record, revision }))),
+            Created::Exists {
+                record: existing,
+                revision,
+            } => {
+                let existing = existing.map(|b| *b);
+                match rules::admit(existing.as_ref(), arrival.request_seq) {
+                    Admission::Duplicate => Ok(Receipt::Duplicate),
+                    Admission::New | Admission::Redelivery => {
+                        if self.result(arrival.id).await?.is_some() {
+                            return Ok(Receipt::Done);
+                        }
+                        match rules::resume(existing.as_ref()) {
+                            Resume::Done => Ok(Receipt::Done),
+                            Resume::Route => Ok(Receipt::Proceed(Box::new(Ticket {
+                                record: existing.unwrap_or(record),
+                                revision,
+                            }))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes a request's task (its `Nats-Msg-Id` is the request id, so the tasks stream
+    /// drops a second copy) and, when the guard said `received`, moves the record to `queued`
+    /// without stepping back over a worker's later state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the tasks stream does not acknowledge the task; the request
+    /// message must then be redelivered.
+    pub async fn queue(&self, ticket: Box<Ticket>, task: &TaskMessage) -> Result<(), Error> {
+        self.publish_task(task).await?;
+        if ticket.record.state != State::Received {
+            return Ok(());
+        }
+        let mut queued = ticket.record.clone();
+        queued.state = State::Queued;
+        queued.task = Some(task.task.clone());
+        queued.classified_by = Some(task.classified_by);
+        queued.llm = task.llm.clone();
+        queued.updated_at = now();
+        let revision = ticket.revision;
+        let known = (revision > 0).then_some((Some(ticket.record), revision));
+        self.advance(&task.request_id, known, |current| match current {
+            Some(c) if !rules::may_move(c.state, State::Queued) => None,
+            _ => Some(queued.clone()),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn publish_task(&self, task: &TaskMessage) -> Result<(), Error> {
+        let subject = self.topology.task_subject(&task.task);
+        let span = telemetry::messaging_span("publish", &subject);
+        span.record("messaging.message.id", task.request_id.as_str());
+        async {
+            let body = serde_json::to_vec(task).map_err(|source| Error::Decode {
+                what: "task message",
+                source,
+            })?;
+            tracing::Span::current().record(
+                "messaging.message.body.size",
+                i64::try_from(body.len()).unwrap_or(i64::MAX),
+            );
+            let mut headers = HeaderMap::new();
+            telemetry::inject(&mut headers);
+            let publish = PublishMessage::build()
+                .payload(body.into())
+                .headers(headers)
+                .message_id(&task.request_id);
+            let ack = self
+                .js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| Error::js("publish task", e))?;
+            ack.await.map_err(|e| Error::js("store task", e))?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Ends a request that will never run with its `rejected` result and final state; with
+    /// `raw`, first keeps the unreadable bytes and the caller's headers in the dead-letter
+    /// queue on `<prefix>.dlq.unreadable`. Returns the result that stands (an earlier one, when
+    /// the id had one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the DLQ or the result cannot be stored.
+    pub async fn reject(
+        &self,
+        result: TaskResult,
+        raw: Option<(Option<&HeaderMap>, Bytes)>,
+    ) -> Result<TaskResult, Error> {
+        if let Some(raw) = raw
+            && let Some(error) = &result.error
+        {
+            self.keep_unreadable(
+                &result.request_id,
+                raw,
+                error,
+                &format!("{}.unreadable", result.request_id),
+            )
+            .await?;
+        }
+        self.conclude(result).await
+    }
+
+    /// Keeps bytes that are not a readable request or task in the dead-letter queue on
+    /// `<prefix>.dlq.unreadable`, with why; `dedupe_id` names it for the duplicate window.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the DLQ does not acknowledge it.
+    pub async fn keep_unreadable(
+        &self,
+        request_id: &str,
+        raw: (Option<&HeaderMap>, Bytes),
+        error: &ErrorInfo,
+        dedupe_id: &str,
+    ) -> Result<(), Error> {
+        let errors = [AttemptError {
+            attempt: 0,
+            kind: error.kind,
+            message: error.message.clone(),
+        }];
+        self.dead_letter("unreadable", request_id, raw.0, raw.1, &errors, dedupe_id)
+            .await
+    }
+
+    /// Stores a request's one result and the final state that goes with it, both awaited;
+    /// returns the result that stands (an earlier one, when the id had one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the result or the status cannot be written.
+    pub async fn conclude(&self, result: TaskResult) -> Result<TaskResult, Error> {
+        let stood = self.store_result(&result, HeaderMap::new()).await?;
+        let standing = stood.standing(result);
+        self.settle_status(&standing).await?;
+        Ok(standing)
+    }
+
+    /// Makes the status record agree with a stored result, unless it already does.
+    pub(crate) async fn settle_status(&self, result: &TaskResult) -> Result<(), Error> {
+        let current = self.status_entry(&result.request_id).await?;
+        let record = current.and_then(|(r, _)| r);
+        if record
+            .as_ref()
+            .is_some_and(|r| r.state == State::from(result.status))
+        {
+            return Ok(());
+        }
+        self.put_status(&rules::settled(record, result)).await
+    }
+}
