@@ -1,43 +1,58 @@
-//! `fleet-bench bench`: the fleet against the broker's own limit, measured in one run.
+//! `fleet-bench bench`: the fleet against the broker's best, measured in one run.
 //!
-//! Every scenario gets a fresh `nats-server` (same binary, same machine), a warm-up, then the
-//! same requests twice: in a burst and at a fixed concurrency. The relays of [`crate::relay`]
-//! give the broker's limit for the fleet's exact round trips (`relay-full`) and for one publish
-//! and one ack per hop (`relay-min`); the variants in between show what each kind of round trip
-//! costs. The fleet runs as real processes with 1, 2 and 4 workers, and with settings variants.
+//! Every scenario gets a fresh `nats-server` (same binary, same machine), a warm-up, then three
+//! measurements with explicit `text.transform` requests: a burst (all requests at once), a run
+//! at a fixed number in flight (64), and a run at 1 in flight for the latency of a lone request.
+//!
+//! - `relay-min` ([`Variant::minimal`]) is the broker's best for the two hops: a bare
+//!   async-nats relay, one publish (ack awaited) and one explicit ack per hop.
+//! - `fleet` is the real dispatcher and 2 workers as processes with **default settings** (no
+//!   `FLEET_CONCURRENCY`, no `FLEET_TASKS`, default prefix and log level); `fleet-c<N>` are the
+//!   same with `FLEET_CONCURRENCY=N` (`--sweep`), to choose the default from measurement.
+//! - `--relay-candidates` adds the other ways of running `relay-min` that were measured to
+//!   choose it; `--profile` adds the relays that mirror the fleet's round trips at its pull
+//!   loop (`relay-full`) and in between.
+//!
+//! The ratios printed are fleet ÷ relay-min from the same run. Nothing here is asserted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fleet_testkit::{NatsServer, TempDir, process::rss_kib};
 use serde::Serialize;
 
 use crate::{
     Error,
     load::{self, LoadResult, Mode},
     proc::{self, FleetProcs},
-    relay::{self, PullStyle, Variant},
+    relay::{self, Variant},
 };
-use fleet_testkit::{NatsServer, TempDir, process::rss_kib};
 
 /// The sizes of a bench run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     /// Where the release-built `dispatcher` and `worker` are.
     pub bin_dir: PathBuf,
-    /// Requests per measurement (the burst and the fixed-concurrency run each send this many).
+    /// Requests in the burst, and in the fixed-concurrency run.
     pub requests: usize,
     /// Requests in flight in the fixed-concurrency run.
     pub concurrency: usize,
+    /// Requests sent one at a time for the lone-request latency.
+    pub serial_requests: usize,
     /// Requests sent before measuring, to warm connections and streams.
     pub warmup: usize,
-    /// The worker counts to run the fleet with.
-    pub workers: Vec<usize>,
-    /// `FLEET_CONCURRENCY` of the fleet's processes, and the relays' per-stage concurrency.
+    /// Worker processes of the fleet.
+    pub workers: usize,
+    /// Also run the fleet with `FLEET_CONCURRENCY` set to each of these.
+    pub sweep: Vec<usize>,
+    /// Also run every candidate way of running `relay-min`.
+    pub relay_candidates: bool,
+    /// Also run the relays that mirror the fleet's round trips (`relay-full` and between).
+    pub profile: bool,
+    /// Per-stage concurrency of the profiling relays (the fleet's default, 16).
     pub stage_concurrency: usize,
-    /// Run the profiling variants (relay and fleet) besides the main comparison.
-    pub variants: bool,
     /// How long one measurement may take before it is called failed.
     pub timeout: Duration,
     /// Run only the scenarios with these names (all when empty).
@@ -53,14 +68,14 @@ pub struct ProcessFigures {
     pub start_to_ready_ms: Option<f64>,
     /// Resident memory once ready, before load, KiB.
     pub idle_rss_kib: Option<u64>,
-    /// Highest resident memory seen during the fixed-concurrency run, KiB.
+    /// Highest resident memory seen during the measurements, KiB.
     pub loaded_rss_kib: Option<u64>,
 }
 
 /// One scenario's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
-    /// Its name, such as `relay-full` or `fleet-1w`.
+    /// Its name, such as `relay-min`, `fleet` or `fleet-c64`.
     pub name: String,
     /// What it is, in words.
     pub about: String,
@@ -68,7 +83,9 @@ pub struct Scenario {
     pub burst: LoadResult,
     /// At the fixed concurrency.
     pub concurrent: LoadResult,
-    /// Process figures (fleet scenarios; nats-server always).
+    /// One request at a time.
+    pub serial: LoadResult,
+    /// Process figures (the fleet's processes, and nats-server).
     pub processes: Vec<ProcessFigures>,
 }
 
@@ -81,16 +98,26 @@ pub struct BenchReport {
     pub mem_total_kib: u64,
     /// `nats-server --version`.
     pub nats_server: String,
-    /// Requests per measurement.
+    /// Requests in the burst and in the fixed-concurrency run.
     pub requests: usize,
     /// In flight in the fixed-concurrency runs.
     pub concurrency: usize,
-    /// `FLEET_CONCURRENCY` and relay stage concurrency.
-    pub stage_concurrency: usize,
+    /// Requests of the one-at-a-time run.
+    pub serial_requests: usize,
+    /// Worker processes of the fleet.
+    pub workers: usize,
     /// Every scenario, in run order.
     pub scenarios: Vec<Scenario>,
-    /// Fleet ÷ relay ratios, from this run: `<fleet>/<relay>.<figure>`.
+    /// Fleet ÷ relay-min, from this run: `<fleet>/relay-min.<figure>`.
     pub ratios: BTreeMap<String, f64>,
+}
+
+/// A relay or fleet to measure.
+enum Target {
+    /// A bare relay.
+    Relay(Variant),
+    /// The fleet's processes, with these settings on top of the defaults.
+    Fleet(Vec<(&'static str, String)>),
 }
 
 /// Runs every scenario and returns the figures.
@@ -100,120 +127,100 @@ pub struct BenchReport {
 /// When a binary is missing, a process fails, or a measurement times out.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     proc::check_binaries(&config.bin_dir)?;
-    let c = config.stage_concurrency;
-    let mut relays = vec![
-        (
-            Variant::minimal(c),
-            "1 publish + 1 ack per hop, tiny bodies",
-        ),
-        (Variant::full(c), "the fleet's round trips one to one"),
-    ];
-    if config.variants {
-        let mut headers = Variant::minimal(c);
+    let workers = config.workers.max(1);
+    let mut targets = vec![(
+        "the broker's best: 1 publish + 1 ack per hop, pull stream, 256 in flight per stage"
+            .to_owned(),
+        Target::Relay(Variant::minimal()),
+    )];
+    if config.relay_candidates {
+        for v in Variant::min_candidates() {
+            let about = format!(
+                "relay-min candidate: {:?} pull, {} in flight, batch {}",
+                v.pull, v.concurrency, v.batch
+            );
+            targets.push((about, Target::Relay(v)));
+        }
+    }
+    if config.profile {
+        let c = config.stage_concurrency;
+        let mut headers = Variant::minimal_bounded(c);
         headers.name = "relay-min-headers".into();
         headers.headers = true;
         let mut json = headers.clone();
         json.name = "relay-nostatus".into();
         json.json = true;
-        let mut stream = Variant::full(c);
-        stream.name = "relay-full-stream".into();
-        stream.pull = PullStyle::Stream;
-        let mut wide = Variant::full(config.concurrency.max(c));
-        wide.name = format!("relay-full-c{}", config.concurrency.max(c));
-        relays.extend([
+        targets.extend([
             (
-                headers,
-                "relay-min + Nats-Msg-Id / expected-last-subject-seq headers",
+                format!("rmin-bounded-c{c} + Nats-Msg-Id / expected-last-subject-seq headers"),
+                Target::Relay(headers),
             ),
-            (json, "relay-full without the 4 status writes"),
-            (stream, "relay-full with a continuous pull stream"),
             (
-                wide,
-                "relay-full with stage concurrency = client concurrency",
+                "relay-full without the 4 status writes".to_owned(),
+                Target::Relay(json),
+            ),
+            (
+                format!("the fleet's round trips one to one, its pull loop at {c}"),
+                Target::Relay(Variant::full(c)),
             ),
         ]);
     }
+    targets.push((
+        format!("dispatcher + {workers} workers, default settings"),
+        Target::Fleet(vec![]),
+    ));
+    for &c in &config.sweep {
+        targets.push((
+            format!("dispatcher + {workers} workers, FLEET_CONCURRENCY={c}"),
+            Target::Fleet(vec![("FLEET_CONCURRENCY", c.to_string())]),
+        ));
+    }
 
     let mut scenarios = Vec::new();
-    let nats_version = fleet_testkit::nats::version();
-    let wanted = |name: &str| config.only.is_empty() || config.only.iter().any(|o| o == name);
-    // The continuous pull stream showed no gain over the bounded loop; it only runs when asked
-    // for by name (`--only relay-full-stream`).
-    relays.retain(|(v, _)| {
-        wanted(&v.name) && (v.pull == PullStyle::Bounded || config.only.contains(&v.name))
-    });
-    for (variant, about) in relays {
-        let nats = NatsServer::start()?;
-        let name = variant.name.clone();
+    for (about, target) in targets {
+        let name = match &target {
+            Target::Relay(v) => v.name.clone(),
+            Target::Fleet(extra) => match extra.first() {
+                Some((_, c)) => format!("fleet-c{c}"),
+                None => "fleet".to_owned(),
+            },
+        };
+        if !config.only.is_empty() && !config.only.contains(&name) {
+            continue;
+        }
         eprintln!("bench: {name}");
-        let prefix = name.replace("relay-", "r");
-        let relay = relay::start(&nats.url(), &prefix, variant).await?;
-        let client = client(&nats.url()).await?;
-        let (burst, concurrent, loaded) =
-            measure(config, &client, &prefix, &[("nats-server", nats.pid())]).await?;
-        drop(relay);
-        scenarios.push(Scenario {
-            name,
-            about: about.into(),
-            burst,
-            concurrent,
-            processes: vec![nats_figures(&nats, &loaded)],
-        });
-    }
-
-    let mut fleets: Vec<FleetSpec> = config
-        .workers
-        .iter()
-        .map(|&w| FleetSpec {
-            name: format!("fleet-{w}w"),
-            workers: w,
-            extra: vec![],
-            about: format!("dispatcher + {w} worker(s), FLEET_CONCURRENCY={c}"),
-        })
-        .collect();
-    if config.variants {
-        let wide = config.concurrency.max(c);
-        fleets.push(FleetSpec {
-            name: format!("fleet-1w-c{wide}"),
-            workers: 1,
-            extra: vec![("FLEET_CONCURRENCY", wide.to_string())],
-            about: format!("fleet-1w with FLEET_CONCURRENCY={wide}"),
-        });
-        fleets.push(FleetSpec {
-            name: "fleet-1w-warnlog".into(),
-            workers: 1,
-            extra: vec![("RUST_LOG", "warn".into())],
-            about: "fleet-1w with RUST_LOG=warn (no per-request info logs)".into(),
-        });
-    }
-    fleets.retain(|f| wanted(&f.name));
-    for spec in fleets {
-        eprintln!("bench: {}", spec.name);
-        scenarios.push(fleet_scenario(config, spec).await?);
+        let scenario = match target {
+            Target::Relay(variant) => relay_scenario(config, variant, about).await?,
+            Target::Fleet(extra) => fleet_scenario(config, &name, &extra, about).await?,
+        };
+        scenarios.push(scenario);
     }
 
     let mut ratios = BTreeMap::new();
-    let find = |n: &str| scenarios.iter().find(|s| s.name == n);
-    if let Some(fleet) = find("fleet-1w") {
-        for relay in ["relay-full", "relay-min"] {
-            let Some(r) = find(relay) else { continue };
+    if let Some(relay) = scenarios.iter().find(|s| s.name == "relay-min") {
+        for fleet in scenarios.iter().filter(|s| s.name.starts_with("fleet")) {
             let mut put = |figure: &str, f: f64, r: f64| {
                 if r > 0.0 {
-                    ratios.insert(format!("fleet-1w/{relay}.{figure}"), f / r);
+                    ratios.insert(format!("{}/relay-min.{figure}", fleet.name), f / r);
                 }
             };
+            let c = config.concurrency;
             put(
-                "throughput_c",
+                &format!("throughput_c{c}"),
                 fleet.concurrent.throughput_rps,
-                r.concurrent.throughput_rps,
+                relay.concurrent.throughput_rps,
             );
             put(
                 "throughput_burst",
                 fleet.burst.throughput_rps,
-                r.burst.throughput_rps,
+                relay.burst.throughput_rps,
             );
-            put("p50_c", fleet.concurrent.p50_ms, r.concurrent.p50_ms);
-            put("p99_c", fleet.concurrent.p99_ms, r.concurrent.p99_ms);
+            put("p50_c1", fleet.serial.p50_ms, relay.serial.p50_ms);
+            put(
+                &format!("p50_c{c}"),
+                fleet.concurrent.p50_ms,
+                relay.concurrent.p50_ms,
+            );
         }
     }
     Ok(BenchReport {
@@ -221,49 +228,52 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
             .map(|n| n.get())
             .unwrap_or(0),
         mem_total_kib: mem_total_kib(),
-        nats_server: nats_version,
+        nats_server: fleet_testkit::nats::version(),
         requests: config.requests,
         concurrency: config.concurrency,
-        stage_concurrency: c,
+        serial_requests: config.serial_requests,
+        workers,
         scenarios,
         ratios,
     })
 }
 
-/// One fleet scenario to run.
-struct FleetSpec {
-    /// Its name in the tables.
-    name: String,
-    /// Worker processes.
-    workers: usize,
-    /// Settings on top of the bench's.
-    extra: Vec<(&'static str, String)>,
-    /// What it is, in words.
+/// Starts a fresh server and a relay, and measures it.
+async fn relay_scenario(
+    config: &BenchConfig,
+    variant: Variant,
     about: String,
+) -> Result<Scenario, Error> {
+    let nats = NatsServer::start()?;
+    let name = variant.name.clone();
+    let prefix = "relay";
+    let relay = relay::start(&nats.url(), prefix, variant).await?;
+    let client = client(&nats.url()).await?;
+    let pids = vec![("nats-server".to_owned(), nats.pid().unwrap_or(0))];
+    let idle = rss_of(&pids);
+    let (burst, concurrent, serial, loaded) = measure(config, &client, prefix, &pids).await?;
+    drop(relay);
+    Ok(Scenario {
+        name,
+        about,
+        burst,
+        concurrent,
+        serial,
+        processes: figures(&pids, &BTreeMap::new(), &idle, &loaded),
+    })
 }
 
 /// Starts a fresh server and fleet, measures start-up, memory and load.
-async fn fleet_scenario(config: &BenchConfig, spec: FleetSpec) -> Result<Scenario, Error> {
-    let FleetSpec {
-        name,
-        workers,
-        extra,
-        about,
-    } = spec;
-    let name = name.as_str();
+async fn fleet_scenario(
+    config: &BenchConfig,
+    name: &str,
+    extra: &[(&str, String)],
+    about: String,
+) -> Result<Scenario, Error> {
     let nats = NatsServer::start()?;
-    let logs = TempDir::new(name)?;
-    let c = config.stage_concurrency.to_string();
-    let mut settings: Vec<(&str, &str)> = vec![
-        ("FLEET_PREFIX", "bench"),
-        ("FLEET_CONCURRENCY", &c),
-        ("FLEET_TASKS", "text.transform"),
-        ("RUST_LOG", "info"),
-    ];
-    for (k, v) in &extra {
-        settings.retain(|(key, _)| key != k);
-        settings.push((k, v));
-    }
+    let logs = TempDir::new(&format!("bench-{name}"))?;
+    let settings: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let workers = config.workers.max(1);
     let mut fleet = FleetProcs::new(
         &config.bin_dir,
         logs.path(),
@@ -286,64 +296,65 @@ async fn fleet_scenario(config: &BenchConfig, spec: FleetSpec) -> Result<Scenari
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut pids = fleet.pids();
     pids.push(("nats-server".to_owned(), nats.pid().unwrap_or(0)));
-    let idle: BTreeMap<String, Option<u64>> = pids
-        .iter()
-        .map(|(n, pid)| (n.clone(), rss_kib(*pid)))
-        .collect();
+    let idle = rss_of(&pids);
     let client = client(&nats.url()).await?;
-    let named: Vec<(&str, Option<u32>)> =
-        pids.iter().map(|(n, p)| (n.as_str(), Some(*p))).collect();
-    let (burst, concurrent, loaded) = measure(config, &client, "bench", &named).await?;
-    let processes = pids
-        .iter()
-        .map(|(n, _)| ProcessFigures {
-            process: n.clone(),
-            start_to_ready_ms: ready.get(n).map(|d| d.as_secs_f64() * 1000.0),
-            idle_rss_kib: idle.get(n).copied().flatten(),
-            loaded_rss_kib: loaded.get(n).copied(),
-        })
-        .collect();
+    // The fleet's default prefix.
+    let (burst, concurrent, serial, loaded) = measure(config, &client, "fleet", &pids).await?;
     drop(fleet);
     Ok(Scenario {
         name: name.to_owned(),
         about,
         burst,
         concurrent,
-        processes,
+        serial,
+        processes: figures(&pids, &ready, &idle, &loaded),
     })
 }
 
-/// Warm-up, burst, then the fixed-concurrency run with the peak RSS of `procs` sampled.
+/// The resident memory of each process now.
+fn rss_of(pids: &[(String, u32)]) -> BTreeMap<String, u64> {
+    pids.iter()
+        .filter_map(|(n, pid)| Some((n.clone(), rss_kib(*pid)?)))
+        .collect()
+}
+
+/// The process figures of a scenario.
+fn figures(
+    pids: &[(String, u32)],
+    ready: &BTreeMap<String, Duration>,
+    idle: &BTreeMap<String, u64>,
+    loaded: &BTreeMap<String, u64>,
+) -> Vec<ProcessFigures> {
+    pids.iter()
+        .map(|(n, _)| ProcessFigures {
+            process: n.clone(),
+            start_to_ready_ms: ready.get(n).map(|d| d.as_secs_f64() * 1000.0),
+            idle_rss_kib: idle.get(n).copied(),
+            loaded_rss_kib: loaded.get(n).copied(),
+        })
+        .collect()
+}
+
+/// Warm-up, burst, fixed concurrency, then one at a time, with the peak RSS of `procs` sampled
+/// all along.
 async fn measure(
     config: &BenchConfig,
     client: &async_nats::Client,
     prefix: &str,
-    procs: &[(&str, Option<u32>)],
-) -> Result<(LoadResult, LoadResult, BTreeMap<String, u64>), Error> {
-    let n = config.requests;
-    let t = config.timeout;
-    load::run(
-        client,
-        prefix,
-        "warm",
-        config.warmup,
-        Mode::Concurrent(config.concurrency),
-        t,
-    )
-    .await?;
-    let burst = load::run(client, prefix, "burst", n, Mode::Burst, t).await?;
+    procs: &[(String, u32)],
+) -> Result<(LoadResult, LoadResult, LoadResult, BTreeMap<String, u64>), Error> {
+    let (n, t) = (config.requests, config.timeout);
+    let c = Mode::Concurrent(config.concurrency);
+    load::run(client, prefix, "warm", config.warmup, c, t).await?;
     let peaks: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let sampler = {
         let peaks = peaks.clone();
-        let procs: Vec<(String, u32)> = procs
-            .iter()
-            .filter_map(|(n, p)| p.map(|p| ((*n).to_owned(), p)))
-            .collect();
+        let procs = procs.to_vec();
         tokio::spawn(async move {
             loop {
-                for (name, pid) in &procs {
-                    if let (Some(rss), Ok(mut map)) = (rss_kib(*pid), peaks.lock()) {
-                        let peak = map.entry(name.clone()).or_insert(0);
+                for (name, rss) in rss_of(&procs) {
+                    if let Ok(mut map) = peaks.lock() {
+                        let peak = map.entry(name).or_insert(0);
                         *peak = (*peak).max(rss);
                     }
                 }
@@ -351,31 +362,25 @@ async fn measure(
             }
         })
     };
-    let concurrent = load::run(
-        client,
-        prefix,
-        "conc",
-        n,
-        Mode::Concurrent(config.concurrency),
-        t,
-    )
+    let measured = async {
+        let burst = load::run(client, prefix, "burst", n, Mode::Burst, t).await?;
+        let concurrent = load::run(client, prefix, "conc", n, c, t).await?;
+        let serial = load::run(
+            client,
+            prefix,
+            "one",
+            config.serial_requests,
+            Mode::Concurrent(1),
+            t,
+        )
+        .await?;
+        Ok::<_, Error>((burst, concurrent, serial))
+    }
     .await;
     sampler.abort();
+    let (burst, concurrent, serial) = measured?;
     let loaded = peaks.lock().map(|m| m.clone()).unwrap_or_default();
-    Ok((burst, concurrent?, loaded))
-}
-
-/// The nats-server's memory figures of a relay scenario.
-fn nats_figures(nats: &NatsServer, loaded: &BTreeMap<String, u64>) -> ProcessFigures {
-    ProcessFigures {
-        process: "nats-server".into(),
-        start_to_ready_ms: None,
-        idle_rss_kib: None,
-        loaded_rss_kib: loaded
-            .get("nats-server")
-            .copied()
-            .or_else(|| nats.pid().and_then(rss_kib)),
-    }
+    Ok((burst, concurrent, serial, loaded))
 }
 
 /// The bench's own client connection.
@@ -403,29 +408,36 @@ fn mem_total_kib() -> u64 {
 impl BenchReport {
     /// The report as text tables.
     pub fn table(&self) -> String {
+        let c = self.concurrency;
         let mut out = format!(
-            "machine: {} cores, {:.1} GiB, {}; {} requests per run, {} in flight, FLEET_CONCURRENCY={}\n\n",
+            "machine: {} cores, {:.1} GiB, {}\nburst of {n}; {n} requests at {c} in flight; {} at 1 in flight; fleet = dispatcher + {} workers\n\n",
             self.nproc,
             self.mem_total_kib as f64 / 1024.0 / 1024.0,
             self.nats_server,
-            self.requests,
-            self.concurrency,
-            self.stage_concurrency,
+            self.serial_requests,
+            self.workers,
+            n = self.requests,
         );
         out.push_str(&format!(
-            "{:<22} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9}\n",
-            "scenario", "burst r/s", "p50 ms", "p99 ms", "conc r/s", "p50 ms", "p99 ms"
+            "{:<22} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+            "scenario",
+            "burst r/s",
+            format!("c{c} r/s"),
+            "p50 ms",
+            "p99 ms",
+            "c1 p50",
+            "c1 p99"
         ));
         for s in &self.scenarios {
             out.push_str(&format!(
-                "{:<22} {:>10.0} {:>9.1} {:>9.1} {:>10.0} {:>9.1} {:>9.1}\n",
+                "{:<22} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
                 s.name,
                 s.burst.throughput_rps,
-                s.burst.p50_ms,
-                s.burst.p99_ms,
                 s.concurrent.throughput_rps,
                 s.concurrent.p50_ms,
-                s.concurrent.p99_ms
+                s.concurrent.p99_ms,
+                s.serial.p50_ms,
+                s.serial.p99_ms,
             ));
         }
         out.push_str(&format!(
@@ -447,9 +459,11 @@ impl BenchReport {
                 ));
             }
         }
-        out.push('\n');
+        if !self.ratios.is_empty() {
+            out.push_str("\nratios (same run):\n");
+        }
         for (k, v) in &self.ratios {
-            out.push_str(&format!("{k:<40} {v:>6.2}\n"));
+            out.push_str(&format!("{k:<40} {v:>7.3}\n"));
         }
         out
     }

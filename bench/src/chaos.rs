@@ -266,7 +266,10 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
                 let (js, retries) = (js.clone(), retries.clone());
                 tasks.spawn(async move {
                     let id = format!("c-{i}");
-                    while load::publish_request(&js, PREFIX, &id).await.is_err() {
+                    while load::publish_request(&js, PREFIX, &id, load::request_body(&id))
+                        .await
+                        .is_err()
+                    {
                         retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }

@@ -50,16 +50,21 @@ pub fn request_body(id: &str) -> Bytes {
     ))
 }
 
-/// Publishes one request with `Nats-Msg-Id` and awaits the stream's ack.
+/// Publishes the request `body` with `Nats-Msg-Id: id` and awaits the stream's ack.
 ///
 /// # Errors
 ///
 /// [`Error::Nats`] when the publish or its ack fails.
-pub async fn publish_request(js: &jetstream::Context, prefix: &str, id: &str) -> Result<(), Error> {
+pub async fn publish_request(
+    js: &jetstream::Context,
+    prefix: &str,
+    id: &str,
+    body: Bytes,
+) -> Result<(), Error> {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", id);
     let ack = js
-        .publish_with_headers(format!("{prefix}.requests"), headers, request_body(id))
+        .publish_with_headers(format!("{prefix}.requests"), headers, body)
         .await
         .map_err(|e| Error::nats("publish request", e))?;
     ack.await.map_err(|e| Error::nats("store request", e))?;
@@ -140,7 +145,9 @@ pub async fn run(
                 };
                 let js = js.clone();
                 let prefix = prefix.clone();
-                acks.spawn(async move { publish_request(&js, &prefix, &id).await });
+                acks.spawn(
+                    async move { publish_request(&js, &prefix, &id, request_body(&id)).await },
+                );
                 while let Some(done) = acks.try_join_next() {
                     if let Ok(Err(e)) = done {
                         return Err(e);

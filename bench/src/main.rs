@@ -43,35 +43,42 @@ enum Command {
         #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-    /// The fleet against a bare JetStream relay: throughput, latency, start-up, memory.
+    /// relay-min (the broker's best) against the fleet (dispatcher + 2 workers, default
+    /// settings): throughput in a burst and at 64 in flight, latency at 1 in flight, start-up,
+    /// memory; the ratios from the same run.
     Bench {
-        /// Requests per measurement (burst and fixed concurrency each).
-        #[arg(long, env = "FLEET_BENCH_REQUESTS", default_value_t = 10000)]
+        /// Requests in the burst, and in the fixed-concurrency run.
+        #[arg(long, env = "FLEET_BENCH_REQUESTS", default_value_t = 20000)]
         requests: usize,
         /// Requests in flight in the fixed-concurrency run.
         #[arg(long, env = "FLEET_BENCH_CONCURRENCY", default_value_t = 64)]
         concurrency: usize,
+        /// Requests sent one at a time, for the latency of a lone request.
+        #[arg(long, env = "FLEET_BENCH_SERIAL_REQUESTS", default_value_t = 1000)]
+        serial_requests: usize,
         /// Requests sent before measuring.
         #[arg(long, env = "FLEET_BENCH_WARMUP", default_value_t = 500)]
         warmup: usize,
-        /// Worker counts to run the fleet with, comma-separated.
-        #[arg(
-            long,
-            env = "FLEET_BENCH_WORKERS",
-            value_delimiter = ',',
-            default_value = "1,2,4"
-        )]
-        workers: Vec<usize>,
-        /// FLEET_CONCURRENCY of the fleet, and the relays' per-stage concurrency.
+        /// Worker processes of the fleet.
+        #[arg(long, env = "FLEET_BENCH_WORKERS", default_value_t = 2)]
+        workers: usize,
+        /// Also run the fleet with FLEET_CONCURRENCY set to each of these (comma-separated),
+        /// e.g. 16,32,64,128.
+        #[arg(long, env = "FLEET_BENCH_SWEEP", value_delimiter = ',')]
+        sweep: Vec<usize>,
+        /// Also run the other candidate ways of running relay-min, side by side.
+        #[arg(long, env = "FLEET_BENCH_RELAY_CANDIDATES")]
+        relay_candidates: bool,
+        /// Also run the relays that mirror the fleet's round trips (relay-full, and between).
+        #[arg(long, env = "FLEET_BENCH_PROFILE")]
+        profile: bool,
+        /// Per-stage concurrency of the --profile relays (the fleet's default).
         #[arg(long, env = "FLEET_BENCH_STAGE_CONCURRENCY", default_value_t = 16)]
         stage_concurrency: usize,
-        /// Skip the profiling variants; only relay-min, relay-full and the fleet.
-        #[arg(long, env = "FLEET_BENCH_NO_VARIANTS")]
-        no_variants: bool,
         /// How long one measurement may take.
         #[arg(long, env = "FLEET_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
-        /// Run only these scenarios (comma-separated names, e.g. relay-full,fleet-1w).
+        /// Run only these scenarios (comma-separated names, e.g. relay-min,fleet,fleet-c64).
         #[arg(long, env = "FLEET_BENCH_ONLY", value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -112,10 +119,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Bench {
             requests,
             concurrency,
+            serial_requests,
             warmup,
             workers,
+            sweep,
+            relay_candidates,
+            profile,
             stage_concurrency,
-            no_variants,
             timeout,
             only,
         } => {
@@ -123,10 +133,13 @@ async fn main() -> anyhow::Result<ExitCode> {
                 bin_dir,
                 requests,
                 concurrency,
+                serial_requests,
                 warmup,
                 workers,
+                sweep,
+                relay_candidates,
+                profile,
                 stage_concurrency,
-                variants: !no_variants,
                 timeout,
                 only,
             })

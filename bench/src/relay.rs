@@ -12,8 +12,14 @@
 //! | relay stage 1 | KV create `received`; publish the task with `Nats-Msg-Id`, ack awaited; KV update `queued` (expected revision); ack |
 //! | relay stage 2 | KV put `running`; publish the result with expected-last-subject-sequence 0, ack awaited; KV put `succeeded`; ack |
 //!
-//! The two stages run in the bench process, each on its own NATS connection, with the same
-//! bounded pull loop as `common/src/pull.rs` (one pull request per batch of free permits).
+//! The two stages run in the bench process, each on its own NATS connection. `relay-full` and
+//! its profiling neighbours use the fleet's own bounded pull loop (`common/src/pull.rs`: one pull
+//! request per batch of free permits) at the fleet's concurrency, so they differ from the fleet
+//! only in the round trips. `relay-min` is instead the best this broker allows for two hops with
+//! explicit acks and awaited publish acks: a continuous pull stream with large batches, hundreds
+//! of handlers in flight, each publish's ack awaited concurrently with the others (see
+//! [`Variant::minimal`] and [`Variant::min_candidates`], and BENCHMARKS.md for how it was
+//! chosen).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,25 +36,33 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesUnordered};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::{sync::Semaphore, task::JoinHandle};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 
 use crate::Error;
 
 /// How long one pull request waits (as `common::pull::PULL_EXPIRES`).
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
-/// How a stage pulls messages.
+/// How a stage pulls messages and runs its handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PullStyle {
-    /// As the fleet: one pull request for as many messages as there are free permits.
+    /// As the fleet: one pull request for as many messages as there are free permits; a task
+    /// spawned per message.
     Bounded,
-    /// A continuous pull stream (`consumer.messages()`) that keeps batches of `concurrency`
-    /// outstanding, handlers bounded by a semaphore.
+    /// A continuous pull stream (`consumer.stream()`) that keeps batches of `batch` messages
+    /// outstanding; a task spawned per message, bounded by a semaphore.
     Stream,
+    /// The continuous pull stream, with the handlers driven in the stage's own task (a
+    /// `FuturesUnordered` of at most `concurrency`): no spawn, no semaphore, and each handler's
+    /// publish ack is awaited concurrently with every other's.
+    Inline,
 }
 
 /// What the relay does per request.
@@ -63,16 +77,21 @@ pub struct Variant {
     /// Fleet-sized JSON bodies (task, result, status) serialized with serde_json; off: tiny
     /// fixed bodies.
     pub json: bool,
-    /// How messages are pulled.
+    /// How messages are pulled and handled.
     pub pull: PullStyle,
     /// Messages each stage handles at once (`FLEET_CONCURRENCY` of the fleet, default 16).
     pub concurrency: usize,
+    /// Messages per pull request of a continuous stream ([`PullStyle::Stream`],
+    /// [`PullStyle::Inline`]).
+    pub batch: usize,
+    /// The consumers' `max_ack_pending` (None: the server's default, 1000, as the fleet).
+    pub max_ack_pending: Option<i64>,
 }
 
 // === impl Variant ===
 
 impl Variant {
-    /// The fleet's round trips, one to one.
+    /// The fleet's round trips, one to one, with the fleet's pull loop at `concurrency`.
     pub fn full(concurrency: usize) -> Self {
         Self {
             name: "relay-full".into(),
@@ -81,18 +100,69 @@ impl Variant {
             json: true,
             pull: PullStyle::Bounded,
             concurrency,
+            batch: concurrency,
+            max_ack_pending: None,
         }
     }
 
-    /// One publish and one ack per hop, nothing else.
-    pub fn minimal(concurrency: usize) -> Self {
+    /// One publish and one ack per hop, nothing else, pulled and handled the fleet's way at
+    /// `concurrency` (the old `relay-min`; the base of the profiling variants).
+    pub fn minimal_bounded(concurrency: usize) -> Self {
         Self {
-            name: "relay-min".into(),
+            name: format!("rmin-bounded-c{concurrency}"),
             status_writes: false,
             headers: false,
             json: false,
             pull: PullStyle::Bounded,
             concurrency,
+            batch: concurrency,
+            max_ack_pending: None,
+        }
+    }
+
+    /// `relay-min`: one publish and one ack per hop at the broker's best, the fastest of
+    /// [`Variant::min_candidates`] on the 2-core machine of BENCHMARKS.md: a continuous pull
+    /// stream in batches of 256, 256 handlers in flight per stage driven in the stage's task,
+    /// publish acks awaited concurrently.
+    pub fn minimal() -> Self {
+        Self {
+            name: "relay-min".into(),
+            ..Self::min_with(PullStyle::Inline, 256, 256)
+        }
+    }
+
+    /// The ways of running `relay-min` that were measured side by side to choose it.
+    pub fn min_candidates() -> Vec<Self> {
+        let mut out = vec![
+            Self::minimal_bounded(16),
+            Self::minimal_bounded(256),
+            Self::min_with(PullStyle::Stream, 256, 256),
+            Self::min_with(PullStyle::Inline, 64, 64),
+            Self::min_with(PullStyle::Inline, 256, 256),
+            Self::min_with(PullStyle::Inline, 1024, 512),
+        ];
+        // The bounded loop holds one pull request per batch of free permits; at 256 it needs
+        // the same ack-pending room as the others.
+        out[1].max_ack_pending = Some(4096);
+        out
+    }
+
+    /// One publish and one ack per hop, pulled `pull`-style.
+    fn min_with(pull: PullStyle, concurrency: usize, batch: usize) -> Self {
+        let style = match pull {
+            PullStyle::Bounded => "bounded",
+            PullStyle::Stream => "stream",
+            PullStyle::Inline => "inline",
+        };
+        Self {
+            name: format!("rmin-{style}-c{concurrency}"),
+            status_writes: false,
+            headers: false,
+            json: false,
+            pull,
+            concurrency,
+            batch,
+            max_ack_pending: Some(4096.max(4 * concurrency as i64)),
         }
     }
 }
@@ -203,6 +273,7 @@ pub async fn start(nats_url: &str, prefix: &str, variant: Variant) -> Result<Rel
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     max_deliver: -1,
+                    max_ack_pending: variant.max_ack_pending.unwrap_or_default(),
                     ..Default::default()
                 },
                 stream,
@@ -228,24 +299,11 @@ async fn connect(url: &str) -> Result<async_nats::Client, Error> {
         .map_err(|e| Error::nats(format!("connect to {url}"), e))
 }
 
-/// The stage's pull loop: the fleet's bounded loop, or a continuous stream.
+/// The stage's pull loop: the fleet's bounded loop, or a continuous stream with spawned or
+/// inline handlers.
 async fn pull_loop(consumer: PullConsumer, ctx: Arc<Stage>, stage: u8) {
-    let permits = Arc::new(Semaphore::new(ctx.variant.concurrency.max(1)));
-    let handle = move |ctx: Arc<Stage>, msg: Message| async move {
-        let done = if stage == 1 {
-            ctx.dispatch(&msg).await
-        } else {
-            ctx.work(&msg).await
-        };
-        let kind = match done {
-            Ok(()) => AckKind::Ack,
-            Err(e) => {
-                eprintln!("relay stage {stage}: {e}; retrying");
-                AckKind::Nak(Some(Duration::from_millis(100)))
-            }
-        };
-        let _ = msg.ack_with(kind).await;
-    };
+    let concurrency = ctx.variant.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
     match ctx.variant.pull {
         PullStyle::Bounded => loop {
             let Ok(first) = permits.clone().acquire_owned().await else {
@@ -267,37 +325,75 @@ async fn pull_loop(consumer: PullConsumer, ctx: Arc<Stage>, stage: u8) {
             };
             while let Some(Ok(msg)) = batch.next().await {
                 let permit = held.pop();
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    handle(ctx, msg).await;
-                    drop(permit);
-                });
+                tokio::spawn(handle(ctx.clone(), stage, msg, permit));
             }
         },
         PullStyle::Stream => loop {
             // The stream ends on errors such as missed heartbeats: open it again.
-            let Ok(mut messages) = consumer
-                .stream()
-                .max_messages_per_batch(ctx.variant.concurrency.max(1))
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(mut messages) = open_stream(&consumer, ctx.variant.batch).await else {
                 continue;
             };
             while let Some(Ok(msg)) = messages.next().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    handle(ctx, msg).await;
-                    drop(permit);
-                });
+                tokio::spawn(handle(ctx.clone(), stage, msg, Some(permit)));
             }
         },
+        PullStyle::Inline => loop {
+            let Some(mut messages) = open_stream(&consumer, ctx.variant.batch).await else {
+                continue;
+            };
+            let mut running = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some(()) = running.next(), if !running.is_empty() => {}
+                    next = messages.next(), if running.len() < concurrency => match next {
+                        Some(Ok(msg)) => running.push(handle(ctx.clone(), stage, msg, None)),
+                        _ => break,
+                    },
+                }
+            }
+            while running.next().await.is_some() {}
+        },
     }
+}
+
+/// A continuous pull stream in batches of `batch`; None (after a pause) when it cannot be
+/// opened.
+async fn open_stream(consumer: &PullConsumer, batch: usize) -> Option<pull::Stream> {
+    match consumer
+        .stream()
+        .max_messages_per_batch(batch.max(1))
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+    {
+        Ok(messages) => Some(messages),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+/// Handles one message of stage 1 or 2 and acks it (a NAK with a short delay on failure);
+/// `permit` is released at the end.
+async fn handle(ctx: Arc<Stage>, stage: u8, msg: Message, permit: Option<OwnedSemaphorePermit>) {
+    let done = if stage == 1 {
+        ctx.dispatch(&msg).await
+    } else {
+        ctx.work(&msg).await
+    };
+    let kind = match done {
+        Ok(()) => AckKind::Ack,
+        Err(e) => {
+            eprintln!("relay stage {stage}: {e}; retrying");
+            AckKind::Nak(Some(Duration::from_millis(100)))
+        }
+    };
+    let _ = msg.ack_with(kind).await;
+    drop(permit);
 }
 
 // === impl Stage ===
