@@ -35,7 +35,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             received: Counter::default(),
             classified: Family::default(),
             rejected: Family::default(),
@@ -46,7 +46,22 @@ impl Default for Metrics {
             llm_tokens: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+        };
+        // Every method and LLM outcome is exported from the start, at 0: a series born at 1
+        // has no `increase()`, so an alert on the first circuit_open would never fire.
+        for method in ["explicit", "llm", "rules"] {
+            metrics
+                .classified
+                .get_or_create(&vec![("method", method.to_owned())])
+                .inc_by(0);
         }
+        for outcome in ["ok", "error", "invalid_answer", "circuit_open"] {
+            metrics
+                .llm_calls
+                .get_or_create(&vec![("outcome", outcome.to_owned())])
+                .inc_by(0);
+        }
+        metrics
     }
 }
 

@@ -14,6 +14,7 @@ mod llm_routing;
 mod local_model;
 mod metrics;
 mod permanent_failure;
+mod prometheus;
 mod retries;
 mod seed;
 mod server_restart;
