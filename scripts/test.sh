@@ -10,6 +10,16 @@ NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
 echo "test: nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version 2>&1 | head -n 1))"
 
+# Debian's prometheus package, when missing: promtool for the checks at the end, and the server
+# tests/e2e/prometheus.rs starts on a free port of its own. (Where systemd runs, the package
+# also starts a system service on :9090 that no test uses: `systemctl disable --now prometheus`.)
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+    echo "test: installing Debian's prometheus package (promtool and a Prometheus server)" >&2
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 cargo fmt --all --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo build --quiet --workspace --bins
@@ -28,3 +38,6 @@ NATS_SERVER_BIN="$current" cargo nextest run -p fleet-tests --no-fail-fast \
     -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::valid_answers)'
 
 bash deploy/validate.sh
+
+# Alert rules (promtool check + unit tests) and the Grafana dashboard's queries (parsed).
+bash deploy/prometheus/check.sh
