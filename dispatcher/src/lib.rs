@@ -84,33 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )
     .await?;
 
-    let classifier: Arc<dyn Classify> = match Llm::from_args(&config.llm) {
-        Some(llm) => {
-            tracing::info!(
-                model = llm.model(),
-                system = llm.system(),
-                "routing with the LLM (the built-in rules when it cannot answer)"
-            );
-            Arc::new(LlmClassifier::new(
-                llm,
-                &LlmClassifierConfig {
-                    response_format: config.llm_response_format,
-                    concurrency: config.llm_concurrency,
-                    cache_size: config.classify_cache_size,
-                    cache_ttl: config.classify_cache_ttl,
-                    breaker_threshold: config.llm_breaker_threshold,
-                    breaker_cooldown: config.llm_breaker_cooldown,
-                },
-                metrics.clone(),
-            ))
-        }
-        None => {
-            tracing::info!(
-                "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
-            );
-            Arc::new(Rules)
-        }
-    };
+    let classifier = classifier(&config, &metrics);
 
     let shared: SharedCatalog = Arc::new(RwLock::new(Arc::new(Catalog::default())));
     let (loaded_tx, mut loaded_rx) = tokio::sync::watch::channel(false);
@@ -146,31 +120,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
-    let consumer = fleet
-        .durable_pull(
-            &fleet.topology().requests_stream(),
-            consumer::pull::Config {
-                durable_name: Some(fleet.topology().dispatcher_consumer().to_owned()),
-                description: Some("shared by every dispatcher".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = bind_consumer(&fleet, config.ack_wait).await?;
     readiness.set_ready(true);
     let names: Vec<String> = snapshot(&shared).specs().map(|s| s.name.clone()).collect();
     tracing::info!(tasks = ?names, concurrency = config.concurrency, "dispatcher ready");
 
-    let dispatcher = Arc::new(Dispatcher {
-        fleet,
-        catalog: shared,
-        classifier,
-        max_request_bytes: config.max_request_bytes,
-        ack_wait: config.ack_wait,
-        metrics,
-    });
+    let dispatcher = Arc::new(Dispatcher::new(fleet, shared, classifier, &config, metrics));
     let tracker = TaskTracker::new();
     let pulling = tokio::spawn(pull::run(
         consumer,
@@ -195,6 +150,62 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// The classifier `config` asks for: the LLM (with the rules behind it) when one is configured,
+/// else the built-in rules.
+pub fn classifier(config: &Config, metrics: &Metrics) -> Arc<dyn Classify> {
+    match Llm::from_args(&config.llm) {
+        Some(llm) => {
+            tracing::info!(
+                model = llm.model(),
+                system = llm.system(),
+                "routing with the LLM (the built-in rules when it cannot answer)"
+            );
+            Arc::new(LlmClassifier::new(
+                llm,
+                &LlmClassifierConfig {
+                    response_format: config.llm_response_format,
+                    concurrency: config.llm_concurrency,
+                    cache_size: config.classify_cache_size,
+                    cache_ttl: config.classify_cache_ttl,
+                    breaker_threshold: config.llm_breaker_threshold,
+                    breaker_cooldown: config.llm_breaker_cooldown,
+                },
+                metrics.clone(),
+            ))
+        }
+        None => {
+            tracing::info!(
+                "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
+            );
+            Arc::new(Rules)
+        }
+    }
+}
+
+/// Binds the durable pull consumer every dispatcher shares, creating it when missing.
+///
+/// # Errors
+///
+/// [`fleet_common::Error::JetStream`] when it can be neither created nor found.
+pub async fn bind_consumer(
+    fleet: &Fleet,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, fleet_common::Error> {
+    fleet
+        .durable_pull(
+            &fleet.topology().requests_stream(),
+            consumer::pull::Config {
+                durable_name: Some(fleet.topology().dispatcher_consumer().to_owned()),
+                description: Some("shared by every dispatcher".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+}
+
 /// What to do with a request message once handled.
 enum Disposition {
     /// Done: its task or its result is stored.
@@ -203,8 +214,8 @@ enum Disposition {
     Retry,
 }
 
-/// Everything a request handler needs.
-struct Dispatcher {
+/// Everything a request handler needs; one per dispatcher, shared by every delivery.
+pub struct Dispatcher {
     /// NATS and the fleet's names.
     fleet: Fleet,
     /// The tasks that can be routed to.
@@ -222,7 +233,27 @@ struct Dispatcher {
 // === impl Dispatcher ===
 
 impl Dispatcher {
-    async fn handle(self: Arc<Self>, msg: Message) {
+    /// A request handler over `fleet`, routing against `catalog` with `classifier`; the
+    /// limits come from `config`.
+    pub fn new(
+        fleet: Fleet,
+        catalog: SharedCatalog,
+        classifier: Arc<dyn Classify>,
+        config: &Config,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            fleet,
+            catalog,
+            classifier,
+            max_request_bytes: config.max_request_bytes,
+            ack_wait: config.ack_wait,
+            metrics,
+        }
+    }
+
+    /// Handles one delivery of a request and acknowledges it as its outcome says.
+    pub async fn handle(self: Arc<Self>, msg: Message) {
         self.metrics.received.inc();
         self.metrics.in_flight.inc();
         let span = tracing::info_span!(

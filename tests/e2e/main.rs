@@ -10,6 +10,8 @@ mod dead_letter;
 mod duplicates;
 mod explicit;
 mod health;
+mod keda;
+mod lifecycle;
 mod llm_routing;
 mod local_model;
 mod metrics;

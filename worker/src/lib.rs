@@ -25,7 +25,7 @@ pub mod tasks;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use fleet_common::{
     health::{self, Readiness},
     topology::Fleet,
@@ -80,22 +80,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let Some(task) = registry.get(&name) else {
             continue;
         };
-        let consumer = fleet
-            .durable_pull(
-                &fleet.topology().tasks_stream(),
-                pull::Config {
-                    durable_name: Some(fleet.topology().worker_consumer(&name)),
-                    description: Some(format!("shared by every worker running {name}")),
-                    filter_subject: fleet.topology().task_subject(&name),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    // The worker counts attempts itself and moves the last one to the DLQ, so
-                    // the server must keep redelivering (a killed worker's attempt included).
-                    max_deliver: -1,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let consumer = bind_consumer(&fleet, &name, config.ack_wait).await?;
         // Publish the catalog entry only once the consumer exists, so a routed task always has
         // somewhere to wait.
         fleet.publish_task_spec(&task.spec()).await?;
@@ -150,4 +135,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Binds the durable pull consumer every worker running `task` shares, creating it when
+/// missing.
+///
+/// # Errors
+///
+/// [`fleet_common::Error::JetStream`] when it can be neither created nor found.
+pub async fn bind_consumer(
+    fleet: &Fleet,
+    task: &str,
+    ack_wait: Duration,
+) -> Result<PullConsumer, fleet_common::Error> {
+    fleet
+        .durable_pull(
+            &fleet.topology().tasks_stream(),
+            pull::Config {
+                durable_name: Some(fleet.topology().worker_consumer(task)),
+                description: Some(format!("shared by every worker running {task}")),
+                filter_subject: fleet.topology().task_subject(task),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                // The worker counts attempts itself (in the status record) and moves the last
+                // one to the DLQ, so the server must keep redelivering.
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
 }
