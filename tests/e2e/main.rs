@@ -11,7 +11,6 @@ mod duplicates;
 mod explicit;
 mod health;
 mod keda;
-mod keda;
 mod lifecycle;
 mod llm_routing;
 mod local_model;
