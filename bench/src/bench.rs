@@ -30,6 +30,9 @@ use crate::{
     relay::{self, Variant},
 };
 
+/// How long a fleet process may take to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The sizes of a bench run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -281,18 +284,7 @@ async fn fleet_scenario(
         &settings,
         workers,
     )?;
-    let ready_timeout = Duration::from_secs(30);
-    let mut ready = BTreeMap::new();
-    for slot in 0..workers {
-        fleet.start_worker(slot)?;
-        let t = fleet.wait_worker_ready(slot, ready_timeout).await?;
-        ready.insert(format!("worker w{slot}"), t);
-    }
-    fleet.start_dispatcher()?;
-    ready.insert(
-        "dispatcher".to_owned(),
-        fleet.wait_dispatcher_ready(ready_timeout).await?,
-    );
+    let ready = fleet.start_all(READY_TIMEOUT).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut pids = fleet.pids();
     pids.push(("nats-server".to_owned(), nats.pid().unwrap_or(0)));

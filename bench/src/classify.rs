@@ -106,10 +106,7 @@ pub async fn run(config: &ClassifyConfig) -> Result<Vec<ClassifyRow>, Error> {
             ("RUST_LOG", "warn"),
         ];
         let mut procs = FleetProcs::new(&config.bin_dir, work.path(), &nats.url(), &settings, 1)?;
-        procs.start_worker(0)?;
-        procs.wait_worker_ready(0, Duration::from_secs(30)).await?;
-        procs.start_dispatcher()?;
-        procs.wait_dispatcher_ready(Duration::from_secs(30)).await?;
+        procs.start_all(Duration::from_secs(30)).await?;
 
         let client = async_nats::connect(nats.url())
             .await

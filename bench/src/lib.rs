@@ -1,22 +1,23 @@
 //! Benchmarks and chaos runs of the fleet, against real processes on a `nats-server` of their
 //! own.
 //!
-//! - [`bench`] measures the fleet (real `dispatcher` and `worker` processes) against the
-//!   broker's own limit: bare async-nats relays that make the same JetStream round trips per
-//!   request with no fleet logic ([`relay`]). Throughput and latency of both come from the same
-//!   run, so their ratio is fair; start-up times and memory come along.
-//! - [`chaos`] publishes thousands of requests while workers are SIGKILLed and restarted, the
-//!   dispatcher restarts and nats-server restarts, then checks that every request has exactly
-//!   one stored result, and counts duplicated work.
+//! - [`bench`] measures the fleet (real `dispatcher` and `worker` processes, default settings)
+//!   against the broker's best for the same two hops (`relay-min`, a bare async-nats relay,
+//!   [`relay`]). Throughput and latency of both come from the same run, so their ratio is fair;
+//!   start-up times and memory come along.
+//! - [`chaos`] publishes thousands of requests while workers are SIGKILLed and restarted or
+//!   frozen past their ack wait, the dispatcher restarts and nats-server restarts, then checks
+//!   per request id: exactly one stored result, the final status equal to it, at most one dead
+//!   letter; and counts the tasks that ran twice (a fake GitHub counts its hits per repo).
 //!
 //! Both drive the fleet only through its contract (subjects, JSON, `/readyz`), like the e2e
 //! tests. The binary `fleet-bench` runs them (`fleet-bench bench`, `fleet-bench chaos`); the
-//! integration tests can call [`chaos::run`] with a small [`chaos::ChaosConfig`].
+//! integration tests run the binary with a short chaos and read its JSON summary.
 //!
 //! # Layout
 //!
 //! - [`bench`]: the bench scenarios, report and table.
-//! - [`chaos`]: the chaos run, its config and report.
+//! - [`chaos`]: the chaos run (config, run, counting, report).
 //! - [`classify`]: dispatcher throughput with a scripted LLM that answers after a delay.
 //! - [`relay`]: the bare JetStream relay and its variants.
 //! - [`load`]: the load generator (burst and fixed concurrency, latencies).

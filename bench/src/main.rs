@@ -82,7 +82,8 @@ enum Command {
         #[arg(long, env = "FLEET_BENCH_ONLY", value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// Requests under worker kills and restarts; exits 1 when a result is lost or stored twice.
+    /// Requests under worker kills, freezes and restarts; exits 1 when a result is lost or
+    /// stored twice, a final status is not its result's, or an id has several dead letters.
     Chaos {
         /// Requests to publish.
         #[arg(long, env = "FLEET_CHAOS_REQUESTS", default_value_t = 3000)]
@@ -93,6 +94,18 @@ enum Command {
         /// Worker processes.
         #[arg(long, env = "FLEET_CHAOS_WORKERS", default_value_t = 2)]
         workers: usize,
+        /// Worker freezes during the window (SIGSTOP past the ack wait, then SIGCONT).
+        #[arg(long, env = "FLEET_CHAOS_WORKER_STOPS", default_value_t = 3)]
+        worker_stops: usize,
+        /// How long a frozen worker stays frozen (longer than --ack-wait).
+        #[arg(long, env = "FLEET_CHAOS_STOP_FOR", default_value = "3s", value_parser = humantime::parse_duration)]
+        stop_for: Duration,
+        /// FLEET_ACK_WAIT of the chaos fleet.
+        #[arg(long, env = "FLEET_CHAOS_ACK_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+        ack_wait: Duration,
+        /// How long the fake GitHub takes to answer (tasks in flight when a worker dies).
+        #[arg(long, env = "FLEET_CHAOS_TASK_DELAY", default_value = "100ms", value_parser = humantime::parse_duration)]
+        task_delay: Duration,
         /// Dispatcher restarts during the window (first SIGTERM, then SIGKILL).
         #[arg(long, env = "FLEET_CHAOS_DISPATCHER_RESTARTS", default_value_t = 2)]
         dispatcher_restarts: usize,
@@ -172,6 +185,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             requests,
             duration,
             workers,
+            worker_stops,
+            stop_for,
+            ack_wait,
+            task_delay,
             dispatcher_restarts,
             no_nats_restart,
             nats_sigkill,
@@ -183,6 +200,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 requests,
                 duration,
                 workers,
+                worker_stops,
+                stop_for,
+                ack_wait,
+                task_delay,
                 dispatcher_restarts,
                 nats_restart: !no_nats_restart,
                 nats_sigkill,

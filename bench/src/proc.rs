@@ -4,6 +4,7 @@
 //! (`/readyz`) can be polled; output goes to one log file per process. The guards, signals,
 //! readiness and RSS come from `fleet-testkit`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,6 +95,28 @@ impl FleetProcs {
                 .map(|_| Slot::new())
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Starts every worker, then the dispatcher, each waited for until its `/readyz` answers
+    /// (at most `timeout` each). Returns each process's start-to-ready time by name.
+    ///
+    /// # Errors
+    ///
+    /// When a process cannot be spawned, dies, or is not ready in time.
+    pub async fn start_all(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, Duration>, Error> {
+        let mut ready = BTreeMap::new();
+        for slot in 0..self.workers.len() {
+            self.start_worker(slot)?;
+            let t = self.wait_worker_ready(slot, timeout).await?;
+            ready.insert(format!("worker w{slot}"), t);
+        }
+        self.start_dispatcher()?;
+        let t = self.wait_dispatcher_ready(timeout).await?;
+        ready.insert("dispatcher".to_owned(), t);
+        Ok(ready)
     }
 
     /// Starts (or restarts, killing the old one) the dispatcher.

@@ -1,8 +1,10 @@
 //! A short chaos run (the long one is `fleet-bench chaos`): the `fleet-bench` binary runs it as
 //! a child process, the way a person would, and the test reads its exit code and its JSON
-//! summary (the last line of its output). Requests flow while workers are SIGKILLed and
-//! restarted, the dispatcher is restarted and nats-server restarts once; at the end every
-//! request has exactly one result.
+//! summary (the last line of its output). Explicit `github.repo_info` requests (one fake repo
+//! each) flow while workers are SIGKILLed and restarted or frozen past their ack wait, the
+//! dispatcher is restarted and nats-server restarts once; at the end every request has exactly
+//! one stored result, its final status in the bucket equals the result's, and no id has more
+//! than one dead letter.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,7 +25,14 @@ async fn chaos_loses_and_duplicates_nothing() {
         .arg("--bin-dir")
         .arg(fleet_tests::target_dir())
         .args(["chaos", "--requests", &requests, "--duration", "8s"])
-        .args(["--dispatcher-restarts", "1", "--settle", "60s"])
+        .args([
+            "--dispatcher-restarts",
+            "1",
+            "--worker-stops",
+            "1",
+            "--settle",
+            "60s",
+        ])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -47,8 +56,14 @@ async fn chaos_loses_and_duplicates_nothing() {
     assert_eq!(figure("requests"), REQUESTS, "{summary:#}");
     assert_eq!(figure("results"), REQUESTS, "every request has a result");
     assert_eq!(figure("lost"), 0, "results lost");
-    assert_eq!(figure("duplicated_stored"), 0, "results stored twice");
-    assert!(figure("worker_kills") > 0, "the run made some chaos");
+    assert_eq!(figure("stored_twice"), 0, "results stored twice");
+    assert_eq!(figure("status_mismatch"), 0, "status ≠ result: {summary:#}");
+    assert!(
+        figure("max_dead_letters_per_id") <= 1,
+        "more than one dead letter for an id: {summary:#}"
+    );
+    assert!(figure("worker_kills") > 0, "workers were killed");
+    assert_eq!(figure("worker_stops"), 1, "a worker was frozen");
     assert!(
         out.status.success(),
         "fleet-bench chaos exited with {}:\n{stdout}\n{stderr}",
