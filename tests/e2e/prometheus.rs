@@ -508,6 +508,16 @@ async fn prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
         .await
         .expect("the tokens query runs");
     assert_eq!(value(tokens), 120.0, "the LLM's one answer's input tokens");
+    let services = prometheus
+        .query(r#"count by (service) (fleet_build_info{version!=""})"#)
+        .await
+        .expect("the build info query runs");
+    let mut services: Vec<String> = services
+        .iter()
+        .filter_map(|s| s["metric"]["service"].as_str().map(str::to_owned))
+        .collect();
+    services.sort();
+    assert_eq!(services, ["fleet-dispatcher", "fleet-worker"]);
     let down = prometheus
         .query(r#"up{job="fleet-worker"} == 0"#)
         .await
