@@ -114,6 +114,8 @@ examples=()
 for f in "$here"/k8s/examples/*.yaml; do
   [[ -e "$f" ]] && examples+=(--example "$f")
 done
+# The opt-in prometheus-operator component (no overlay includes it): its PodMonitors alone.
+examples+=(--example "$here/k8s/components/prometheus-operator/podmonitor.yaml")
 
 # ---- 3. docker compose's own parser, when the plugin is there (it needs no engine) -------
 if docker compose version >/dev/null 2>&1; then
@@ -146,12 +148,13 @@ else
 fi
 
 # ---- 5. schemas and the fleet's rules --------------------------------------------------
-say "check: tools/validate_manifests.py (Kubernetes $k8s_version strict, KEDA CRD, compose-spec, fleet rules)"
+say "check: tools/validate_manifests.py (Kubernetes $k8s_version strict, KEDA and PodMonitor CRDs, compose-spec, fleet rules)"
 nats_opt=()
 [[ -n "$nats_server" ]] && nats_opt=(--nats-server "$nats_server")
 "${py[@]}" "$here/tools/validate_manifests.py" \
   --k8s-version "$k8s_version" \
   --keda-schema "$here/schemas/keda-scaledobject-v1alpha1.openapi.yaml" \
+  --podmonitor-schema "$here/schemas/prometheus-operator-podmonitor-v1.openapi.yaml" \
   --compose "$here/compose.yaml" \
   --compose-schema "$here/schemas/compose-spec.json" \
   --dockerfile "$here/docker/Dockerfile" \

@@ -6,6 +6,8 @@ Checks, with no cluster and no network:
     (kubernetes-validate, strict: unknown fields are errors) for --k8s-version;
   * every KEDA ScaledObject against the openAPIV3Schema of KEDA's CRD
     (deploy/schemas/keda-scaledobject-v1alpha1.openapi.yaml, made strict the same way);
+  * every prometheus-operator PodMonitor against its CRD's openAPIV3Schema
+    (deploy/schemas/prometheus-operator-podmonitor-v1.openapi.yaml, strict too);
   * deploy/compose.yaml against the compose-spec JSON schema (deploy/schemas/compose-spec.json);
   * the nats-server configuration of every overlay with `nats-server -t`, when available;
   * the fleet's own rules, which no schema knows: probes on /healthz and /readyz at
@@ -92,6 +94,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     keda_checked: int = 0
+    podmonitors_checked: int = 0
     nats_configs_checked: int = 0
 
     def error(self, where: str, msg: str) -> None:
@@ -143,6 +146,15 @@ def validate_k8s_doc(doc: dict, where: str, k8s_version: str, keda: jsonschema.p
         for e in schema_errors(keda, doc):
             rep.error(f"{where} {ident(doc)}", f"KEDA CRD schema: {e}")
         rep.keda_checked += 1
+        return
+    if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        if (doc["kind"], doc["apiVersion"]) != ("PodMonitor", "monitoring.coreos.com/v1") \
+                or PODMONITOR is None:
+            rep.error(where, f"no schema stored for {doc['apiVersion']} {doc['kind']}")
+            return
+        for e in schema_errors(PODMONITOR, doc):
+            rep.error(f"{where} {ident(doc)}", f"prometheus-operator CRD schema: {e}")
+        rep.podmonitors_checked += 1
         return
     try:
         kubernetes_validate.validate(doc, k8s_version, strict=True)
@@ -403,6 +415,7 @@ def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, rep: Report) -
 
 
 NATS_SERVER: str | None = None
+PODMONITOR: jsonschema.protocols.Validator | None = None
 
 
 def check_nats_config(where: str, conf: str, rep: Report) -> None:
@@ -497,6 +510,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k8s-version", required=True)
     ap.add_argument("--keda-schema", type=Path, required=True)
+    ap.add_argument("--podmonitor-schema", type=Path,
+                    help="openAPIV3Schema of prometheus-operator's PodMonitor CRD")
     ap.add_argument("--compose", type=Path, required=True)
     ap.add_argument("--compose-schema", type=Path, required=True)
     ap.add_argument("--dockerfile", type=Path, required=True)
@@ -509,8 +524,12 @@ def main(argv: Iterable[str] | None = None) -> int:
                     help="a standalone manifest (not part of an overlay): schema only")
     args = ap.parse_args(list(argv) if argv is not None else None)
 
-    global NATS_SERVER
+    global NATS_SERVER, PODMONITOR
     NATS_SERVER = args.nats_server or None
+    if args.podmonitor_schema:
+        podmonitor_schema = strictify(yaml.safe_load(args.podmonitor_schema.read_text()))
+        jsonschema.Draft7Validator.check_schema(podmonitor_schema)
+        PODMONITOR = jsonschema.Draft7Validator(podmonitor_schema)
 
     rep = Report()
     keda_schema = strictify(yaml.safe_load(args.keda_schema.read_text()))
@@ -545,6 +564,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"deploy: {len(rep.errors)} problem(s) in {total} manifests ({detail})")
         return 1
     extras = [f"{rep.keda_checked} ScaledObject(s) against the KEDA CRD", "compose-spec schema"]
+    if rep.podmonitors_checked:
+        extras.insert(1, f"{rep.podmonitors_checked} PodMonitor(s) against the prometheus-operator CRD")
     extras.append(f"{rep.nats_configs_checked} nats.conf by nats-server -t" if NATS_SERVER
                   else "nats.conf not run through nats-server (not installed)")
     extras += args.checked
