@@ -18,6 +18,19 @@ use crate::{Error, config::NatsArgs};
 /// The JetStream duplicate window used for `Nats-Msg-Id` deduplication of requests and tasks.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The most the requests and the tasks streams each hold. Past it, new messages are refused
+/// (the publisher gets an error: a client sees its publish fail, the dispatcher retries later)
+/// rather than waiting work being dropped; they have no age limit, so no waiting work expires
+/// unseen.
+pub const WORK_STREAM_MAX_BYTES: i64 = 256 << 20;
+/// The most the results stream holds; past it the oldest results go (their ids can then be
+/// used again). The age limit is `FLEET_RESULT_TTL`.
+pub const RESULTS_MAX_BYTES: i64 = 512 << 20;
+/// How long dead letters are kept.
+pub const DLQ_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most the dead-letter queue holds; past it the oldest dead letters go.
+pub const DLQ_MAX_BYTES: i64 = 128 << 20;
+
 /// The names of one fleet's subjects, streams, buckets and consumers.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -56,6 +69,12 @@ impl Topology {
     /// `<prefix>.results.<id>`: the one final result of a request.
     pub fn result_subject(&self, request_id: &str) -> String {
         format!("{}.results.{request_id}", self.prefix)
+    }
+
+    /// `<prefix>.results.{request_id}`: the template of [`Self::result_subject`], which names
+    /// the result's span (one span name for all requests, the real subject as an attribute).
+    pub fn result_subject_template(&self) -> String {
+        format!("{}.results.{{request_id}}", self.prefix)
     }
 
     /// `<prefix>.dlq.<task>`: dead letters of a task (`unreadable` for unreadable requests).
@@ -163,6 +182,8 @@ impl Fleet {
                 subjects: vec![topology.requests_subject()],
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window: dup,
+                max_bytes: WORK_STREAM_MAX_BYTES,
+                discard: stream::DiscardPolicy::New,
                 ..Default::default()
             },
             stream::Config {
@@ -171,6 +192,8 @@ impl Fleet {
                 subjects: vec![format!("{}.tasks.>", topology.prefix())],
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window: dup,
+                max_bytes: WORK_STREAM_MAX_BYTES,
+                discard: stream::DiscardPolicy::New,
                 ..Default::default()
             },
             stream::Config {
@@ -178,6 +201,7 @@ impl Fleet {
                 description: Some("exactly one final result per request".into()),
                 subjects: vec![format!("{}.results.>", topology.prefix())],
                 max_age: ttl,
+                max_bytes: RESULTS_MAX_BYTES,
                 duplicate_window: dup,
                 allow_direct: true,
                 ..Default::default()
@@ -186,6 +210,8 @@ impl Fleet {
                 name: topology.dlq_stream(),
                 description: Some("dead letters: exhausted tasks and unreadable requests".into()),
                 subjects: vec![format!("{}.dlq.>", topology.prefix())],
+                max_age: DLQ_MAX_AGE,
+                max_bytes: DLQ_MAX_BYTES,
                 allow_direct: true,
                 ..Default::default()
             },
@@ -230,6 +256,8 @@ impl Fleet {
         )
         .await?;
 
+        // `server.address` and `server.port` of the messaging spans.
+        crate::telemetry::remember_server(&client).await;
         Ok(Self {
             client,
             js,
@@ -295,6 +323,8 @@ impl Fleet {
         };
         let status = open(topology.status_bucket()).await?;
         let catalog = open(topology.catalog_bucket()).await?;
+        // `server.address` and `server.port` of the messaging spans.
+        crate::telemetry::remember_server(&client).await;
         Ok(Self {
             client,
             js,

@@ -99,7 +99,11 @@ impl Fleet {
         mut headers: HeaderMap,
     ) -> Result<Stored, Error> {
         let subject = self.topology.result_subject(&result.request_id);
-        let span = crate::telemetry::messaging_span("publish", &subject);
+        let template = self.topology.result_subject_template();
+        let span = crate::telemetry::messaging_span(
+            "publish",
+            crate::telemetry::Destination::templated(&subject, &template),
+        );
         span.record("fleet.outcome", result.status.as_str());
         async {
             crate::telemetry::inject(&mut headers);
@@ -135,8 +139,9 @@ impl Fleet {
                 Err(e) => Err(Error::js("store result", e)),
             }
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await
+        .inspect_err(|e| crate::telemetry::record_failure(&span, e))
     }
 
     /// The stored result of a request, if there is one.
@@ -349,9 +354,11 @@ impl Fleet {
         let mut headers = HeaderMap::new();
         if let Some(original) = original_headers {
             for (name, values) in original.iter() {
-                // The original message id would make the DLQ stream drop the dead letter of a
-                // replayed request within its duplicate window; `dedupe_id` replaces it.
-                if name.as_ref() as &str == MSG_ID_HEADER {
+                // The caller's own headers only: the broker's control headers (`Nats-*`:
+                // message id, expected stream or sequence, rollup, TTL…) would make the DLQ
+                // stream refuse or drop the dead letter, and it would be retried forever.
+                let name_str: &str = name.as_ref();
+                if !keeps_header(name_str) {
                     continue;
                 }
                 for value in values {
@@ -381,8 +388,9 @@ impl Fleet {
             ack.await.map_err(|e| Error::js("store dead letter", e))?;
             Ok(())
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await
+        .inspect_err(|e| crate::telemetry::record_failure(&span, e))
     }
 
     /// Reads up to `limit` dead letters (optionally of one task) from stream sequence `from`
@@ -473,4 +481,27 @@ fn encode_status(record: &StatusRecord) -> Result<Bytes, Error> {
 /// message found" or "sequence … not found", depending on the version and the store).
 fn is_gone(error: &str) -> bool {
     error.contains("no message found") || error.contains("not found")
+}
+
+/// Whether a caller's header goes into a dead letter: everything but the broker's control
+/// headers (`Nats-*`) and the fleet's own (set afresh).
+pub(crate) fn keeps_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !lower.starts_with("nats-") && !lower.starts_with("fleet-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_keep_the_callers_headers_only() {
+        assert!(keeps_header("traceparent"));
+        assert!(keeps_header("X-Tenant"));
+        assert!(!keeps_header("Nats-Msg-Id"));
+        assert!(!keeps_header("Nats-Expected-Stream"));
+        assert!(!keeps_header("nats-expected-last-subject-sequence"));
+        assert!(!keeps_header("Nats-Rollup"));
+        assert!(!keeps_header("Fleet-Errors"));
+    }
 }

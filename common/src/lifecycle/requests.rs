@@ -23,6 +23,28 @@ use crate::{
     topology::Fleet,
 };
 
+/// The most of an unreadable message's bytes the dead-letter queue keeps.
+pub const UNREADABLE_KEPT_BYTES: usize = 4096;
+/// Dead-letter header: the size of the unreadable bytes, when they were truncated.
+pub const ORIGINAL_SIZE_HEADER: &str = "Fleet-Original-Size";
+/// Dead-letter header: the SHA-256 of the unreadable bytes (hex), when they were truncated.
+pub const ORIGINAL_SHA256_HEADER: &str = "Fleet-Original-Sha256";
+
+/// The first [`UNREADABLE_KEPT_BYTES`] of `payload`, with its size and SHA-256 when cut.
+pub fn truncated(payload: Bytes) -> (Bytes, Option<(usize, String)>) {
+    if payload.len() <= UNREADABLE_KEPT_BYTES {
+        return (payload, None);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&payload);
+    let hex = digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let size = payload.len();
+    (payload.slice(..UNREADABLE_KEPT_BYTES), Some((size, hex)))
+}
+
 /// A request message as the duplicate guard sees it.
 #[derive(Debug, Clone)]
 pub struct Arrival<'a> {
@@ -174,8 +196,9 @@ impl Fleet {
             ack.await.map_err(|e| Error::js("store task", e))?;
             Ok(())
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await
+        .inspect_err(|e| telemetry::record_failure(&span, e))
     }
 
     /// Ends a request that will never run with its `rejected` result and final state; with
@@ -223,8 +246,22 @@ impl Fleet {
             kind: error.kind,
             message: error.message.clone(),
         }];
-        self.dead_letter("unreadable", request_id, raw.0, raw.1, &errors, dedupe_id)
-            .await
+        let (headers, payload) = raw;
+        let (payload, original) = truncated(payload);
+        let mut kept = headers.cloned().unwrap_or_default();
+        if let Some((size, sha256)) = original {
+            kept.insert(ORIGINAL_SIZE_HEADER, size.to_string().as_str());
+            kept.insert(ORIGINAL_SHA256_HEADER, sha256.as_str());
+        }
+        self.dead_letter(
+            "unreadable",
+            request_id,
+            Some(&kept),
+            payload,
+            &errors,
+            dedupe_id,
+        )
+        .await
     }
 
     /// Stores a request's one result and the final state that goes with it, both awaited;
@@ -251,5 +288,24 @@ impl Fleet {
             return Ok(());
         }
         self.put_status(&rules::settled(record, result)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_unreadable_bytes_are_cut_with_their_size_and_hash() {
+        let small = Bytes::from_static(b"abc");
+        assert_eq!(truncated(small.clone()), (small, None));
+        let big = Bytes::from(vec![0xffu8; 10_000]);
+        let (kept, original) = truncated(big);
+        assert_eq!(kept.len(), UNREADABLE_KEPT_BYTES);
+        let (size, sha) = original.expect("cut");
+        assert_eq!(size, 10_000);
+        assert_eq!(sha.len(), 64);
+        let (_, again) = truncated(Bytes::from(vec![0xffu8; 10_000]));
+        assert_eq!(again.map(|(_, s)| s), Some(sha));
     }
 }
