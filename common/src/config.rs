@@ -4,12 +4,16 @@
 //! `#[command(flatten)]`. Every field has a flag and an environment variable of the same meaning
 //! (see `SPEC.md`); secrets are [`SecretString`] so that they never reach a log or a `Debug` dump.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::Error;
+mod context;
+mod nats;
+
+pub use context::selected_context;
+pub use nats::{NatsArgs, redact_url};
 
 /// Default NATS server list.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -59,159 +63,6 @@ pub fn parse_prefix(s: &str) -> Result<String, String> {
             "`{s}` is not a fleet prefix: use 1-32 letters, digits, `-` or `_`"
         ))
     }
-}
-
-/// How to reach NATS, and which fleet on it.
-#[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS servers, comma-separated (nats://host:port or tls://host:port).
-    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
-    pub nats_url: String,
-
-    /// Credentials (.creds) file with the user JWT and NKey seed.
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-
-    /// User name, with --nats-password.
-    #[arg(long, env = "NATS_USER", requires = "nats_password")]
-    pub nats_user: Option<String>,
-
-    /// Password, with --nats-user.
-    #[arg(long, env = "NATS_PASSWORD", value_parser = parse_secret, hide_env_values = true)]
-    pub nats_password: Option<SecretString>,
-
-    /// Authentication token.
-    #[arg(long, env = "NATS_TOKEN", value_parser = parse_secret, hide_env_values = true)]
-    pub nats_token: Option<SecretString>,
-
-    /// NKey seed (SU...) for NKey authentication.
-    #[arg(long, env = "NATS_NKEY", value_parser = parse_secret, hide_env_values = true)]
-    pub nats_nkey: Option<SecretString>,
-
-    /// PEM file of the certificate authority that signed the servers' TLS certificates; setting it
-    /// requires TLS.
-    #[arg(long, env = "NATS_CA")]
-    pub nats_ca: Option<PathBuf>,
-
-    /// Prefix of every subject, stream and bucket, so several fleets can share one account.
-    #[arg(long, env = "FLEET_PREFIX", default_value = DEFAULT_PREFIX, value_parser = parse_prefix)]
-    pub prefix: String,
-
-    /// Replicas of every stream and bucket the fleet creates (3 on a 3-node NATS cluster).
-    #[arg(long, env = "FLEET_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
-
-    /// How long results (and so id deduplication) are kept.
-    #[arg(long, env = "FLEET_RESULT_TTL", default_value = DEFAULT_RESULT_TTL, value_parser = parse_duration)]
-    pub result_ttl: Duration,
-}
-
-// === impl NatsArgs ===
-
-impl NatsArgs {
-    /// Connects to NATS with the configured authentication.
-    ///
-    /// Services pass `retry = true`: the client then keeps trying in the background, which is
-    /// what a pod that starts before its NATS server needs. The `fleet` client passes `false`
-    /// and fails at once, so a user sees "cannot reach NATS" instead of a hang.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Connect`] when no server answers (without `retry`), [`Error::Credentials`] when
-    /// the credentials file cannot be read.
-    ///
-    /// ```no_run
-    /// # async fn f(args: fleet_common::config::NatsArgs) -> Result<(), fleet_common::Error> {
-    /// let client = args.connect("fleet-dispatcher", true).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn connect(&self, name: &str, retry: bool) -> Result<async_nats::Client, Error> {
-        let mut opts = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(10)))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    other => tracing::debug!(event = %other, "NATS event"),
-                }
-            });
-        if retry {
-            opts = opts.retry_on_initial_connect();
-        }
-        if let Some(path) = &self.nats_creds {
-            opts = opts
-                .credentials_file(path)
-                .await
-                .map_err(|source| Error::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        }
-        if let (Some(user), Some(pass)) = (&self.nats_user, &self.nats_password) {
-            opts = opts.user_and_password(user.clone(), pass.expose_secret().to_owned());
-        }
-        if let Some(token) = &self.nats_token {
-            opts = opts.token(token.expose_secret().to_owned());
-        }
-        if let Some(seed) = &self.nats_nkey {
-            opts = opts.nkey(seed.expose_secret().to_owned());
-        }
-        // async-nats does not log in with credentials written into the URL; take them from the
-        // first server's `user:password@` or `token@` when no setting gives any.
-        let explicit = self.nats_creds.is_some()
-            || self.nats_user.is_some()
-            || self.nats_token.is_some()
-            || self.nats_nkey.is_some();
-        if !explicit && let Some((user, pass)) = url_credentials(&self.nats_url) {
-            opts = match pass {
-                Some(pass) => opts.user_and_password(user, pass),
-                None => opts.token(user),
-            };
-        }
-        if let Some(ca) = &self.nats_ca {
-            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        opts.connect(self.nats_url.as_str())
-            .await
-            .map_err(|source| Error::Connect {
-                url: redact_url(&self.nats_url),
-                source,
-            })
-    }
-}
-
-/// The `user:password@` (or `token@`) of the first server URL, percent-decoded.
-fn url_credentials(urls: &str) -> Option<(String, Option<String>)> {
-    let first = urls.split(',').next()?.trim();
-    let with_scheme = if first.contains("://") {
-        first.to_owned()
-    } else {
-        format!("nats://{first}")
-    };
-    let url = url::Url::parse(&with_scheme).ok()?;
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    if url.username().is_empty() {
-        return None;
-    }
-    Some((decode(url.username()), url.password().map(decode)))
-}
-
-/// Removes any `user:password@` part from a server list before it is shown.
-pub fn redact_url(urls: &str) -> String {
-    urls.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &u[..s], &u[at + 1..]),
-            (None, Some(at)) => format!("***@{}", &u[at + 1..]),
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Log line format.
@@ -332,26 +183,5 @@ mod tests {
         assert!(parse_prefix("fleet-a_1").is_ok());
         assert!(parse_prefix("fleet.a").is_err());
         assert!(parse_prefix("").is_err());
-    }
-
-    #[test]
-    fn url_credentials_are_read() {
-        assert_eq!(
-            url_credentials("nats://u:p%40ss@h:4222,nats://h2"),
-            Some(("u".into(), Some("p@ss".into())))
-        );
-        assert_eq!(
-            url_credentials("nats://tok@h:4222"),
-            Some(("tok".into(), None))
-        );
-        assert_eq!(url_credentials("nats://h:4222"), None);
-    }
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(
-            redact_url("nats://u:p@h:4222,nats://h2:4222"),
-            "nats://***@h:4222,nats://h2:4222"
-        );
     }
 }
