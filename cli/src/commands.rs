@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fleet_common::{
+    Error,
     config::{NatsArgs, OtlpArgs, parse_duration},
     topology::Fleet,
 };
 
-use crate::{EXIT_NO_NATS, dlq, eval, inspect, submit};
+use crate::{EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, dlq, eval, inspect, stats, submit};
 
 /// Default time `--wait` and `watch` wait for a result.
 pub(crate) const DEFAULT_TIMEOUT: &str = "120s";
@@ -16,6 +17,9 @@ pub(crate) const DEFAULT_TIMEOUT: &str = "120s";
 pub(crate) const DEFAULT_JAEGER_URL: &str = "http://localhost:16686";
 
 /// The fleet's client: submit requests and see them through.
+///
+/// The connection and telemetry flags are global: they work before or after the subcommand,
+/// as the nats CLI's do (`fleet submit --task … -s nats://…`).
 #[derive(Debug, Parser)]
 #[command(name = "fleet", version, about)]
 pub(crate) struct Cli {
@@ -31,6 +35,29 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+// === impl Cli ===
+
+impl Cli {
+    /// The command line, with every top-level flag global.
+    pub(crate) fn command_line() -> clap::Command {
+        let top = OtlpArgs::augment_args(NatsArgs::augment_args(clap::Command::new("fleet")));
+        let global: Vec<clap::Id> = top.get_arguments().map(|a| a.get_id().clone()).collect();
+        <Cli as CommandFactory>::command().mut_args(|arg| {
+            if global.contains(arg.get_id()) {
+                arg.global(true)
+            } else {
+                arg
+            }
+        })
+    }
+
+    /// Parses the process's arguments, or exits with clap's message (code 2).
+    pub(crate) fn from_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// The commands.
@@ -87,6 +114,17 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 0.0)]
         min_accuracy: f64,
     },
+    /// Per task: waiting, running, done, dead, and the workers pulling.
+    Stats {
+        /// Print JSON: one object per task.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script: `source <(fleet completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the Jaeger link of a request's trace.
     Trace {
         /// The request id.
@@ -102,14 +140,28 @@ pub(crate) enum Command {
 
 /// Connects, runs the command, and returns the exit code.
 pub(crate) async fn run(cli: Cli) -> i32 {
-    let client = match cli.nats.connect("fleet-cli", false).await {
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command_line(),
+            "fleet",
+            &mut std::io::stdout(),
+        );
+        return EXIT_OK;
+    }
+    let nats = cli.nats.or_selected_context();
+    let client = match nats.connect("fleet-cli", false).await {
         Ok(c) => c,
+        Err(e @ Error::Config(_)) => {
+            eprintln!("fleet: {e}");
+            return EXIT_USAGE;
+        }
         Err(e) => {
             eprintln!("fleet: {e}");
             return EXIT_NO_NATS;
         }
     };
-    let fleet = match Fleet::bind(client, &cli.nats).await {
+    let fleet = match Fleet::bind(client, &nats).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("fleet: {e}");
@@ -134,6 +186,9 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             jaeger_url,
             json,
         } => inspect::trace(&fleet, &id, &jaeger_url, json).await,
+        Command::Stats { json } => stats::stats(&fleet, json).await,
+        // Answered above, without NATS.
+        Command::Completion { .. } => EXIT_OK,
     };
     // Publishes are awaited, but make sure nothing is left in the client's buffer.
     fleet.flush().await;

@@ -1,9 +1,9 @@
-//! `fleet dlq list` and `fleet dlq replay`.
+//! `fleet dlq list`, `fleet dlq replay` and `fleet dlq purge`.
 
 use clap::Subcommand;
-use fleet_common::{lifecycle::Replayed, topology::Fleet};
+use fleet_common::{Error, lifecycle::Replayed, topology::Fleet};
 
-use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK};
+use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_USAGE};
 
 /// `fleet dlq` commands.
 #[derive(Debug, Subcommand)]
@@ -26,6 +26,15 @@ pub(crate) enum DlqCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Remove dead letters for good (all, or one task's): asks nothing, prints how many went.
+    Purge {
+        /// Only this task's (`unreadable` for unreadable requests).
+        #[arg(long)]
+        task: Option<String>,
+        /// Print JSON: {"purged": N}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a `fleet dlq` command.
@@ -33,6 +42,30 @@ pub(crate) async fn run(fleet: &Fleet, command: DlqCommand) -> i32 {
     match command {
         DlqCommand::List { task, json } => list(fleet, task.as_deref(), json).await,
         DlqCommand::Replay { ids, all } => replay(fleet, &ids, all).await,
+        DlqCommand::Purge { task, json } => purge(fleet, task.as_deref(), json).await,
+    }
+}
+
+async fn purge(fleet: &Fleet, task: Option<&str>, json: bool) -> i32 {
+    match fleet.purge_dead_letters(task).await {
+        Ok(purged) => {
+            if json {
+                println!("{}", serde_json::json!({ "purged": purged }));
+            } else {
+                let whose = task.map(|t| format!(" of {t}")).unwrap_or_default();
+                let s = if purged == 1 { "" } else { "s" };
+                println!("removed {purged} dead letter{s}{whose}");
+            }
+            EXIT_OK
+        }
+        Err(e @ Error::Config(_)) => {
+            eprintln!("fleet: {e}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            EXIT_NO_NATS
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, progress::Progress};
 
 /// One labelled request.
 #[derive(Debug, Deserialize)]
@@ -104,6 +104,7 @@ pub(crate) async fn eval(
     let mut got: HashMap<String, TaskResult> = HashMap::new();
     let mut timed_out = false;
     let deadline = tokio::time::Instant::now() + timeout;
+    let progress = Progress::spinner(format!("results: 0 of {}", ids.len()));
     while got.len() < ids.len() {
         match tokio::time::timeout_at(deadline, results.next()).await {
             Ok(Some(msg)) => {
@@ -111,10 +112,12 @@ pub(crate) async fn eval(
                     && r.request_id.starts_with(&format!("eval-{run}-"))
                 {
                     got.insert(r.request_id.clone(), r);
+                    progress.set_message(format!("results: {} of {}", got.len(), ids.len()));
                 }
             }
             Ok(None) => break,
             Err(_) => {
+                progress.clear();
                 eprintln!(
                     "fleet: {} of {} results after {timeout:?}; the figures count the missing ones as wrong",
                     got.len(),
@@ -125,6 +128,8 @@ pub(crate) async fn eval(
             }
         }
     }
+
+    progress.clear();
 
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut misses = Vec::new();

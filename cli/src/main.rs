@@ -9,18 +9,20 @@
 //! - `commands` - the command line.
 //! - `submit` - `submit`, `watch` and the wait loop.
 //! - `inspect` - `status`, `catalog`, `trace`.
-//! - `dlq` - `dlq list`, `dlq replay`.
+//! - `dlq` - `dlq list`, `dlq replay`, `dlq purge`.
+//! - `stats` - each task's queue.
 //! - `eval` - routing accuracy on labelled requests.
 //! - `output` - printing results and states.
+//! - `progress` - the spinner while waiting, on a terminal only.
 
 mod commands;
 mod dlq;
 mod eval;
 mod inspect;
 mod output;
+mod progress;
+mod stats;
 mod submit;
-
-use clap::Parser;
 
 use crate::commands::Cli;
 
@@ -39,7 +41,7 @@ pub(crate) const EXIT_NO_NATS: i32 = 4;
 async fn main() {
     // `fleet dlq list | head` ends quietly, as Unix tools do, instead of panicking.
     sigpipe::reset();
-    let cli = Cli::parse();
+    let cli = Cli::from_args();
     let code = {
         // Dropped before exit, so the submit span is flushed.
         let _telemetry = match fleet_common::telemetry::init(

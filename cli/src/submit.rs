@@ -18,6 +18,7 @@ use crate::{
     EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,
     commands::DEFAULT_TIMEOUT,
     output::{print_result, print_state},
+    progress::Progress,
 };
 
 /// `fleet submit`.
@@ -171,11 +172,17 @@ pub(crate) async fn watch(fleet: &Fleet, id: &str, timeout: Duration, json: bool
     follow(id, events, timeout, json).await
 }
 
-/// Prints each state change until the result, then the result.
+/// Prints each state change until the result, then the result; a spinner shows the wait on a
+/// terminal.
 async fn follow(id: &str, mut events: Follow, timeout: Duration, json: bool) -> i32 {
     let deadline = tokio::time::Instant::now() + timeout;
+    let progress = Progress::spinner(format!("waiting for {id}"));
     loop {
-        match tokio::time::timeout_at(deadline, events.next()).await {
+        let event = tokio::time::timeout_at(deadline, events.next()).await;
+        if !matches!(event, Ok(Some(Ok(Event::State(_))))) {
+            progress.clear();
+        }
+        match event {
             Err(_) => {
                 eprintln!(
                     "fleet: no result for {id} after {timeout:?}; `fleet watch {id}` keeps following it"
@@ -191,8 +198,9 @@ async fn follow(id: &str, mut events: Follow, timeout: Duration, json: bool) -> 
                 return EXIT_NO_NATS;
             }
             Ok(Some(Ok(Event::State(record)))) => {
+                progress.set_message(format!("{id} is {}", record.state));
                 if !json {
-                    print_state(&record);
+                    progress.println(|| print_state(&record));
                 }
             }
             Ok(Some(Ok(Event::Result(result)))) => return print_result(&result, json),

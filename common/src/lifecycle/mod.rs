@@ -30,10 +30,12 @@ mod records;
 mod replay;
 mod requests;
 pub mod rules;
+mod stats;
 mod view;
 
 pub use attempts::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start};
 pub use records::DeadLetter;
 pub use replay::Replayed;
 pub use requests::{Arrival, Receipt, Ticket};
+pub use stats::TaskStats;
 pub use view::{Event, Follow, View};
