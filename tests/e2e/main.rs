@@ -6,6 +6,7 @@
 mod auth;
 mod bad_input;
 mod chaos;
+mod cli;
 mod dead_letter;
 mod duplicates;
 mod explicit;
