@@ -10,25 +10,36 @@
 /// fleet_common::shutdown::signal().await;
 /// # }
 /// ```
-pub async fn signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// process that calls it first thing is covered during its whole start-up too.
+pub fn signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received, draining"),
+                        _ = int.recv() => tracing::info!("SIGINT received, draining"),
+                    }
+                }
+                (term, int) => {
+                    if let Err(e) = term.and(int) {
+                        tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+                    }
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received, draining"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -91,7 +91,9 @@ pub fn parse(
             true,
         ));
     };
-    let trimmed = text.trim();
+    // A UTF-8 byte-order mark (some editors and Windows tools write one) is not part of the
+    // request: `\u{feff}{"task": …}` is JSON, not text.
+    let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.is_empty() {
         return Err(reject(
             header_id,
@@ -267,5 +269,15 @@ mod tests {
         assert!(e.error.message.contains("has space!"));
         let e = err(b"hello", Some("bad id"));
         assert_eq!(e.given_id.as_deref(), Some("bad id"));
+    }
+
+    #[test]
+    fn json_with_a_byte_order_mark_is_json() {
+        let body = "\u{feff}{\"task\": \"text.transform\", \"input\": {\"text\": \"a\", \"op\": \"upper\"}}";
+        let incoming = parse(body.as_bytes(), None, "gen", 1024).expect("readable");
+        assert!(
+            matches!(incoming.body, Body::Explicit { ref task, .. } if task == "text.transform"),
+            "{incoming:?}"
+        );
     }
 }

@@ -91,3 +91,37 @@ async fn sigterm_drains_in_flight_tasks_and_exits_zero() {
         );
     }
 }
+
+/// SIGTERM while a process is still starting (NATS not reachable yet) ends it with 0, not 143.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_start_up_exits_zero() {
+    let dir = fleet_testkit::bin_dir();
+    // A port nothing listens on: the processes keep trying to connect.
+    let port = fleet_testkit::free_port().expect("a free port");
+    for name in ["dispatcher", "worker"] {
+        let bin = fleet_testkit::binary(&dir, name).expect("built binaries");
+        let mut child = std::process::Command::new(bin)
+            .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+            .env("FLEET_METRICS_PORT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let pid = child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0), "{name} exits 0 on SIGTERM while starting");
+    }
+}

@@ -59,8 +59,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(|(missing, known)| Error::UnknownTask(missing, known))?;
     let worker_id = config.worker_id();
 
-    let client = config.nats.connect("fleet-worker", true).await?;
-    let fleet = Fleet::setup(client, &config.nats).await?;
+    // SIGTERM while connecting (NATS not there yet) ends the process cleanly too.
+    tokio::pin!(shutdown);
+    let fleet = tokio::select! {
+        fleet = async {
+            let client = config.nats.connect("fleet-worker", true).await?;
+            Fleet::setup(client, &config.nats).await
+        } => fleet?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let stop = CancellationToken::new();
 
     let metrics = Metrics::default();
@@ -93,6 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let tracker = TaskTracker::new();
     let handler = Arc::new(Handler {
         fleet,
+        checks: registry.catalog(),
         registry,
         retry: RetryPolicy {
             min: config.backoff_min,
@@ -118,7 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )));
     }
 
-    shutdown.await;
+    (&mut shutdown).await;
     readiness.set_ready(false);
     stop.cancel();
     for pull in pulls {

@@ -62,6 +62,7 @@ impl Rig {
         let finishing = TaskTracker::new();
         let handler = Arc::new(Handler {
             fleet: self.fleet.clone(),
+            checks: registry.catalog(),
             registry,
             retry: RetryPolicy {
                 min: Duration::from_millis(10),

@@ -283,3 +283,61 @@ async fn replay_runs_a_dead_request_once() {
         "the succeeded result is untouched"
     );
 }
+
+/// Publishes a raw task message on `subject`, as anyone with publish rights could.
+async fn publish_raw(rig: &Rig, subject: &str, id: &str, task: &str, input: serde_json::Value) {
+    let body = serde_json::json!({
+        "request_id": id, "task": task, "input": input, "classified_by": "explicit",
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    rig.js
+        .publish_with_headers(subject.to_owned(), headers, body.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+/// The worker runs what the subject says, and checks the input against the task's schema
+/// itself: a message published behind the dispatcher's back runs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_checks_the_subject_and_the_schema_itself() {
+    let rig = Rig::start().await;
+    rig.github.set_default(Repo::new().stars(1));
+    let consumer = rig.task_consumer(ACK_WAIT).await;
+    let worker = rig.worker("w1", 5, ACK_WAIT);
+
+    publish_raw(
+        &rig,
+        "fleet.tasks.github.repo_info",
+        "wrong-task",
+        "text.transform",
+        serde_json::json!({"text": "a", "op": "upper"}),
+    )
+    .await;
+    worker.deliver(one(&consumer).await).await;
+    let result = rig.result("wrong-task").await.expect("a result");
+    assert_eq!(result.status, Outcome::Failed, "{result:?}");
+
+    publish_raw(
+        &rig,
+        "fleet.tasks.github.repo_info",
+        "bad-input",
+        TASK,
+        serde_json::json!({"owner": "x", "repo": 5}),
+    )
+    .await;
+    worker.deliver(one(&consumer).await).await;
+    let result = rig.result("bad-input").await.expect("a result");
+    assert_eq!(result.status, Outcome::Failed, "{result:?}");
+    assert_eq!(
+        result.error.map(|e| e.kind),
+        Some(fleet_common::messages::ErrorKind::InvalidInput)
+    );
+    assert!(
+        rig.github.request_counts().is_empty(),
+        "nothing reached GitHub: {:?}",
+        rig.github.request_counts()
+    );
+}

@@ -10,7 +10,11 @@ mod text;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
-use fleet_common::{catalog::TaskSpec, llm::Llm, messages::ErrorKind};
+use fleet_common::{
+    catalog::{Catalog, TaskSpec},
+    llm::Llm,
+    messages::ErrorKind,
+};
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -89,6 +93,19 @@ impl Registry {
     /// A task by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn DynTask>> {
         self.tasks.get(name).cloned()
+    }
+
+    /// The catalog of these tasks, with their input schemas compiled: the worker checks every
+    /// input against it before running (the dispatcher did too; whoever else can publish on
+    /// `fleet.tasks.*` did not).
+    pub fn catalog(&self) -> Catalog {
+        let mut catalog = Catalog::default();
+        for task in self.tasks.values() {
+            if let Err(e) = catalog.insert(task.spec()) {
+                tracing::warn!(error = %e, "a task's schema does not compile; its inputs are not checked");
+            }
+        }
+        catalog
     }
 
     /// Every task's name.
