@@ -456,3 +456,95 @@ async fn completion_and_help_need_no_server() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_logs_the_fleet_and_the_cli_in() {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tls");
+    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client-key.pem"));
+    let files = TempDir::new("tls").expect("a temp dir");
+    let conf = files.path().join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{ca}\"\n  verify: true\n  timeout: 2\n}}\n",
+            file("server.pem"),
+            file("server-key.pem"),
+        ),
+    )
+    .expect("server config");
+    let conf_arg = conf.to_string_lossy().into_owned();
+    let nats = NatsServer::start_with(&["-c", &conf_arg], "");
+    let url = nats.plain_url();
+    // The harness's own client has no certificate, so the fleet is not awaited through it:
+    // the CLI, with the certificate, sees it come up.
+    let _fleet = Fleet::builder(&nats)
+        .env("NATS_CA", &ca)
+        .env("NATS_CERT", &cert)
+        .env("NATS_KEY", &key)
+        .start_unready();
+    let with_cert = [
+        "--tlsca",
+        ca.as_str(),
+        "--tlscert",
+        cert.as_str(),
+        "--tlskey",
+        key.as_str(),
+    ];
+    let nowhere = [("NATS_URL", url.as_str())];
+    let up = poll_until(Duration::from_secs(30), || async {
+        let out = fleet(&nowhere, &[&["catalog", "--json"][..], &with_cert].concat()).await;
+        (out.code == Some(0) && out.stdout.contains("text.transform")).then_some(out)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "the fleet never came up over TLS with client certificates"
+    );
+
+    let out = fleet(
+        &nowhere,
+        &[
+            &[
+                "submit",
+                "--task",
+                "text.transform",
+                "--input",
+                UPPER_A,
+                "--id",
+                "tls-1",
+                "--wait",
+                "--json",
+            ][..],
+            &with_cert,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["output"]["text"], "A", "{out}");
+
+    // NATS_CERT and NATS_KEY as variables.
+    let out = fleet(
+        &[
+            ("NATS_URL", url.as_str()),
+            ("NATS_CA", ca.as_str()),
+            ("NATS_CERT", cert.as_str()),
+            ("NATS_KEY", key.as_str()),
+        ],
+        &["status", "tls-1"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+
+    // Without the certificate the server refuses; half of it is a usage error.
+    let out = fleet(&nowhere, &["status", "tls-1", "--tlsca", &ca]).await;
+    assert_eq!(out.code, Some(4), "{out}");
+    let out = fleet(
+        &nowhere,
+        &["status", "tls-1", "--tlsca", &ca, "--tlscert", &cert],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("--tlskey"), "{out}");
+}

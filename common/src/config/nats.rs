@@ -190,6 +190,11 @@ impl NatsArgs {
     /// ```
     pub async fn connect(&self, name: &str, retry: bool) -> Result<async_nats::Client, Error> {
         let login = self.login()?;
+        // async-nats builds its TLS configuration on rustls' process-wide provider, which rustls
+        // cannot choose by itself when two are compiled in (ring for async-nats, aws-lc-rs for
+        // reqwest): a TLS connection would panic. Choose async-nats' own, once; a provider
+        // installed earlier stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut opts = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
