@@ -19,6 +19,7 @@ use async_openai::{
 };
 use secrecy::ExposeSecret;
 use thiserror::Error;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::LlmArgs;
 
@@ -93,8 +94,10 @@ pub struct Llm {
     backend: Backend,
     /// The model sent with each call.
     model: String,
-    /// `openai` or `azure.ai.openai`, for `gen_ai.system`.
-    system: &'static str,
+    /// `openai` or `azure.ai.openai`, for `gen_ai.provider.name`.
+    provider: &'static str,
+    /// The server's host and port, for `server.address` and `server.port`.
+    server: Option<(String, u16)>,
 }
 
 // === impl Llm ===
@@ -135,7 +138,8 @@ impl Llm {
             return Some(Self {
                 backend: Backend::Azure(Client::with_config(config).with_http_service(service)),
                 model: args.llm_model.clone(),
-                system: "azure.ai.openai",
+                provider: "azure.ai.openai",
+                server: host_and_port(endpoint),
             });
         }
         let mut config = OpenAIConfig::new();
@@ -152,7 +156,12 @@ impl Llm {
         Some(Self {
             backend: Backend::OpenAi(Client::with_config(config).with_http_service(service)),
             model: args.llm_model.clone(),
-            system: "openai",
+            provider: "openai",
+            server: host_and_port(
+                args.openai_base_url
+                    .as_deref()
+                    .unwrap_or(async_openai::config::OPENAI_API_BASE),
+            ),
         })
     }
 
@@ -161,9 +170,9 @@ impl Llm {
         &self.model
     }
 
-    /// The `gen_ai.system` value.
-    pub fn system(&self) -> &'static str {
-        self.system
+    /// The `gen_ai.provider.name` value: `openai` or `azure.ai.openai`.
+    pub fn provider(&self) -> &'static str {
+        self.provider
     }
 
     /// Sends one chat completion request (the model is filled in when empty).
@@ -182,12 +191,15 @@ impl Llm {
             "gen_ai.chat",
             otel.name = format!("chat {}", request.model),
             otel.kind = "client",
-            gen_ai.system = self.system,
+            gen_ai.provider.name = self.provider,
             gen_ai.operation.name = "chat",
             gen_ai.request.model = %request.model,
+            gen_ai.response.id = tracing::field::Empty,
             gen_ai.response.model = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
+            server.address = self.server.as_ref().map(|(host, _)| host.as_str()),
+            server.port = self.server.as_ref().map(|(_, port)| i64::from(*port)),
         );
         let call = async {
             let response = match &self.backend {
@@ -197,7 +209,9 @@ impl Llm {
             let span = tracing::Span::current();
             match response {
                 Ok(response) => {
+                    span.record("gen_ai.response.id", response.id.as_str());
                     span.record("gen_ai.response.model", response.model.as_str());
+                    span.set_attribute("gen_ai.response.finish_reasons", finish_reasons(&response));
                     if let Some(usage) = &response.usage {
                         span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
                         span.record(
@@ -208,8 +222,9 @@ impl Llm {
                     Ok(response)
                 }
                 Err(e) => {
+                    let error_type = error_type(&e);
                     let e = LlmError::from(e);
-                    crate::telemetry::record_error(&e.to_string());
+                    crate::telemetry::record_error(&error_type, &e.to_string());
                     Err(e)
                 }
             }
@@ -241,4 +256,40 @@ impl Llm {
                 after: None,
             })
     }
+}
+
+/// `gen_ai.response.finish_reasons`: each choice's reason, as the API names it (`stop`,
+/// `length`, `tool_calls`, `content_filter`, `function_call`).
+fn finish_reasons(response: &CreateChatCompletionResponse) -> opentelemetry::Value {
+    let reasons = response
+        .choices
+        .iter()
+        .filter_map(|c| c.finish_reason)
+        .filter_map(|r| match serde_json::to_value(r) {
+            Ok(serde_json::Value::String(s)) => Some(opentelemetry::StringValue::from(s)),
+            _ => None,
+        })
+        .collect();
+    opentelemetry::Value::Array(opentelemetry::Array::String(reasons))
+}
+
+/// `error.type` of a failed call: the HTTP status when the server answered, else a short class.
+fn error_type(e: &OpenAIError) -> String {
+    match e {
+        OpenAIError::ApiError(resp) => resp.status_code.as_u16().to_string(),
+        OpenAIError::Reqwest(re) if re.is_timeout() => "timeout".into(),
+        OpenAIError::Reqwest(re) if re.is_connect() => "connection".into(),
+        OpenAIError::Reqwest(re) => match re.status() {
+            Some(status) => status.as_u16().to_string(),
+            None => "http".into(),
+        },
+        OpenAIError::JSONDeserialize(..) => "invalid_response".into(),
+        _ => "_OTHER".into(),
+    }
+}
+
+/// The host and port of a base URL, for `server.address` and `server.port`.
+fn host_and_port(base: &str) -> Option<(String, u16)> {
+    let url = url::Url::parse(base).ok()?;
+    Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
 }

@@ -43,7 +43,7 @@ use fleet_common::{
 };
 use prometheus_client::registry::Registry;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{
     classifier::{Classify, Decision, LlmClassifier, LlmClassifierConfig, Rules},
@@ -157,7 +157,7 @@ pub fn classifier(config: &Config, metrics: &Metrics) -> Arc<dyn Classify> {
         Some(llm) => {
             tracing::info!(
                 model = llm.model(),
-                system = llm.system(),
+                provider = llm.provider(),
                 "routing with the LLM (the built-in rules when it cannot answer)"
             );
             Arc::new(LlmClassifier::new(
@@ -256,23 +256,12 @@ impl Dispatcher {
     pub async fn handle(self: Arc<Self>, msg: Message) {
         self.metrics.received.inc();
         self.metrics.in_flight.inc();
-        let span = tracing::info_span!(
-            "fleet.receive",
-            otel.name = format!("{} receive", msg.subject),
-            otel.kind = "consumer",
-            messaging.system = "nats",
-            messaging.operation.type = "receive",
-            messaging.destination.name = %msg.subject,
-            request_id = Empty,
-            task = Empty,
-            classified_by = Empty,
-            trace_id = Empty,
-        );
-        telemetry::set_parent_from(&span, msg.headers.as_ref());
+        let span = telemetry::process_span(&msg);
         let disposition = match self.process(&msg).instrument(span.clone()).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(parent: &span, error = %e, "request not handled; it will be redelivered");
+                telemetry::record_failure(&span, &e);
                 Disposition::Retry
             }
         };

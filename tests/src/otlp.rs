@@ -34,7 +34,7 @@ const KINDS: [&str; 6] = [
 pub struct CollectedSpan {
     /// `service.name` of the resource that exported it.
     pub service: String,
-    /// The span's name (`fleet.receive`, `fleet.task`, ...).
+    /// The span's name as a trace viewer lists it (`process fleet.requests`, `GET`, ...).
     pub name: String,
     /// The trace id, 32 hex digits.
     pub trace_id: String,

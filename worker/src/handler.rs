@@ -27,7 +27,7 @@ use fleet_common::{
 use futures::FutureExt;
 use serde_json::Value;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{error::TaskError, metrics::Metrics, retry::RetryPolicy, tasks::Registry};
 
@@ -76,23 +76,9 @@ impl Handler {
     /// Handles one delivery and acknowledges it as its outcome says.
     pub async fn handle(self: Arc<Self>, msg: Message) {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let span = tracing::info_span!(
-            "fleet.task",
-            otel.name = format!("{} process", msg.subject),
-            otel.kind = "consumer",
-            messaging.system = "nats",
-            messaging.operation.type = "process",
-            messaging.destination.name = %msg.subject,
-            request_id = Empty,
-            task = Empty,
-            task_id = Empty,
-            attempt = Empty,
-            delivery = delivered,
-            worker = %self.worker_id,
-            trace_id = Empty,
-            outcome = Empty,
-        );
-        telemetry::set_parent_from(&span, msg.headers.as_ref());
+        let span = telemetry::process_span(&msg);
+        span.record("delivery", delivered);
+        span.record("worker", self.worker_id.as_str());
         let delivered = u64::try_from(delivered).unwrap_or(1);
         let ending = match self.process(&msg, delivered).instrument(span.clone()).await {
             Ok(ending) => ending,
@@ -206,7 +192,7 @@ impl Handler {
             }
             Err(TaskError::Retry { message, after }) => {
                 tracing::warn!(error = %message, attempt = attempt.number, "attempt failed");
-                telemetry::record_error(&message);
+                telemetry::record_error(ErrorKind::TaskError.as_str(), &message);
                 let error = AttemptError {
                     attempt: attempt.number,
                     kind: ErrorKind::TaskError,
@@ -292,7 +278,7 @@ impl Handler {
             }
             Err(error) => {
                 self.metrics.failed.get_or_create(&label).inc();
-                telemetry::record_error(&error.message);
+                telemetry::record_error(error.kind.as_str(), &error.message);
                 tracing::warn!(error = %error.message, "task failed permanently");
                 result.error = Some(error);
             }

@@ -77,28 +77,21 @@ impl GithubRepoInfo {
     }
 
     async fn get(&self, url: &str, what: &str) -> Result<Response, TaskError> {
+        let target = reqwest::Url::parse(url).ok();
         let span = tracing::info_span!(
             "http.get",
             otel.name = "GET",
             otel.kind = "client",
             http.request.method = "GET",
             url.full = %url,
+            server.address = target.as_ref().and_then(|u| u.host_str()),
+            server.port = target
+                .as_ref()
+                .and_then(|u| u.port_or_known_default())
+                .map(i64::from),
             http.response.status_code = tracing::field::Empty,
         );
-        let outcome = self.send(url, what).instrument(span.clone()).await;
-        match &outcome {
-            Ok(response) => {
-                span.record(
-                    "http.response.status_code",
-                    i64::from(response.status().as_u16()),
-                );
-            }
-            Err(e) => {
-                let _entered = span.enter();
-                telemetry::record_error(&e.to_string());
-            }
-        }
-        outcome.and_then(|response| classify(response, what))
+        self.send(url, what).instrument(span).await
     }
 
     async fn send(&self, url: &str, what: &str) -> Result<Response, TaskError> {
@@ -115,18 +108,24 @@ impl GithubRepoInfo {
             request = request.bearer_auth(token.expose_secret());
         }
         let response = request.send().await.map_err(|e| {
-            let why = if e.is_timeout() {
-                "timed out"
+            let (why, error_type) = if e.is_timeout() {
+                ("timed out", "timeout")
             } else if e.is_connect() {
-                "could not connect"
+                ("could not connect", "connection")
             } else {
-                "failed"
+                ("failed", "http")
             };
-            TaskError::retry(format!(
-                "GitHub request for {what} {why}: {}",
-                e.without_url()
-            ))
+            let message = format!("GitHub request for {what} {why}: {}", e.without_url());
+            // Inside the `GET` span: it failed before any answer.
+            telemetry::record_error(error_type, &message);
+            TaskError::retry(message)
         })?;
+        let status = response.status();
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_client_error() || status.is_server_error() {
+            // A client call answered with a 4xx or 5xx failed; the status is its class.
+            telemetry::record_error(&status.as_u16().to_string(), &format!("HTTP {status}"));
+        }
         classify(response, what)
     }
 }
