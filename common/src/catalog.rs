@@ -41,6 +41,21 @@ pub struct TaskSpec {
     /// When true, only an explicit request (`task` + `input`) may run it; the LLM never picks it.
     #[serde(default)]
     pub explicit_only: bool,
+    /// How long one attempt may run (`30s`, `5m`) before it counts as a retryable timeout;
+    /// `FLEET_TASK_TIMEOUT` where absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+// === impl TaskSpec ===
+
+impl TaskSpec {
+    /// The attempt timeout this entry sets, when it sets a readable one.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.timeout
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+    }
 }
 
 /// A validated catalog entry: the spec and its compiled schema.
@@ -86,6 +101,14 @@ impl Catalog {
     ///
     /// [`Error::Config`] when the task's input schema is not a valid JSON Schema.
     pub fn insert(&mut self, spec: TaskSpec) -> Result<(), Error> {
+        if let Some(t) = &spec.timeout
+            && spec.attempt_timeout().is_none()
+        {
+            return Err(Error::Config(format!(
+                "task `{}` has a timeout `{t}` that is not a duration such as `30s`",
+                spec.name
+            )));
+        }
         if self.get(&spec.name) == Some(&spec) {
             // A restarted worker publishes the same spec again: nothing changed.
             return Ok(());
@@ -323,6 +346,7 @@ mod tests {
             }),
             output: String::new(),
             examples: vec![],
+            timeout: None,
             explicit_only: false,
         }
     }

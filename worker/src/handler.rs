@@ -16,6 +16,7 @@ use std::{
 
 use async_nats::jetstream::{AckKind, Message};
 use fleet_common::{
+    catalog::Catalog,
     lifecycle::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start, rules},
     messages::{
         AttemptError, ErrorInfo, ErrorKind, MSG_ID_HEADER, Outcome, TaskMessage, TaskResult,
@@ -29,7 +30,12 @@ use serde_json::Value;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{error::TaskError, metrics::Metrics, retry::RetryPolicy, tasks::Registry};
+use crate::{
+    error::TaskError,
+    metrics::Metrics,
+    retry::RetryPolicy,
+    tasks::{Registry, Timeouts},
+};
 
 /// Everything a delivery needs; one per worker, shared by every task consumer.
 pub struct Handler {
@@ -37,6 +43,10 @@ pub struct Handler {
     pub fleet: Fleet,
     /// The tasks this worker runs.
     pub registry: Registry,
+    /// Their input schemas, compiled (`Registry::catalog`).
+    pub checks: Catalog,
+    /// How long one attempt of each may run (`Registry::timeouts`).
+    pub timeouts: Timeouts,
     /// Retry delays.
     pub retry: RetryPolicy,
     /// `FLEET_MAX_ATTEMPTS`.
@@ -150,23 +160,54 @@ impl Handler {
         };
         span.record("attempt", i64::from(attempt.number));
 
-        let Some(runner) = self.registry.get(&task.task) else {
+        // The subject says which consumer delivered it, and so what may run: a body that
+        // names another task is not run as either.
+        let subject_task = msg
+            .subject
+            .strip_prefix(self.fleet.topology().task_subject("").as_str())
+            .unwrap_or_default();
+        if subject_task != task.task {
+            let error = ErrorInfo::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "the task message names `{}` but was published on `{}`; it is not run",
+                    task.task, msg.subject
+                ),
+            );
+            return self.finish(&task, attempt, Err(error)).await;
+        }
+        let Some(runner) = self.registry.get(subject_task) else {
             let error = ErrorInfo::new(
                 ErrorKind::UnknownTask,
                 format!("this worker does not run `{}`", task.task),
             );
             return self.finish(&task, attempt, Err(error)).await;
         };
+        // Defence in depth: anyone who can publish on `fleet.tasks.*` skipped the dispatcher.
+        if let Err(error) = self.checks.check(subject_task, &task.input) {
+            return self.finish(&task, attempt, Err(error)).await;
+        }
         let label = Metrics::label(&task.task);
         self.metrics.started.get_or_create(&label).inc();
         self.metrics.in_flight.inc();
         let started = Instant::now();
         // A panicking task is a failed attempt like any other, not a lost delivery.
+        let limit = self.timeouts.of(subject_task);
         let work = AssertUnwindSafe(runner.call(task.input.clone()))
             .catch_unwind()
             .map(|outcome| {
                 outcome.unwrap_or_else(|panic| Err(TaskError::retry(panic_message(&panic))))
             });
+        // One attempt's limit: past it the attempt is a retryable failure (the task's future is
+        // dropped, which aborts its HTTP calls).
+        let work = tokio::time::timeout(limit, work).map(move |outcome| {
+            outcome.unwrap_or_else(|_| {
+                Err(TaskError::retry(format!(
+                    "the attempt ran longer than its {} limit (the task's `timeout`, else FLEET_TASK_TIMEOUT)",
+                    humantime::format_duration(limit)
+                )))
+            })
+        });
         let outcome = tokio::select! {
             outcome = self.run_with_progress(msg, &attempt, delivered > 1, work) => Some(outcome),
             _ = self.hard_stop.cancelled() => None,
@@ -284,6 +325,9 @@ impl Handler {
             }
         }
         let standing = self.fleet.settle(result).await?;
+        if let Some(at) = &task.received_at {
+            self.metrics.observe_request(&task.task, at);
+        }
         tracing::Span::current().record("outcome", standing.status.as_str());
         Ok(Ending::Settled {
             attempt: Box::new(attempt),
@@ -323,6 +367,9 @@ impl Handler {
                 &format!("{}.dead{}", task.request_id, stream_seq(msg)),
             )
             .await?;
+        if let Some(at) = &task.received_at {
+            self.metrics.observe_request(&task.task, at);
+        }
         self.metrics
             .dead
             .get_or_create(&Metrics::label(&task.task))

@@ -49,6 +49,17 @@ impl Rig {
 
     /// A worker handler as `worker` builds it, with `max_attempts`, `ack_wait` and tiny backoff.
     pub(crate) fn worker(&self, id: &str, max_attempts: u32, ack_wait: Duration) -> Worker {
+        self.worker_with_timeout(id, max_attempts, ack_wait, Duration::from_secs(300))
+    }
+
+    /// [`Rig::worker`] with `FLEET_TASK_TIMEOUT` set.
+    pub(crate) fn worker_with_timeout(
+        &self,
+        id: &str,
+        max_attempts: u32,
+        ack_wait: Duration,
+        task_timeout: Duration,
+    ) -> Worker {
         let config = fleet_worker::Config::try_parse_from([
             "worker",
             "--nats-url",
@@ -63,6 +74,7 @@ impl Rig {
         let handler = Arc::new(Handler {
             fleet: self.fleet.clone(),
             checks: registry.catalog(),
+            timeouts: registry.timeouts(task_timeout),
             registry,
             retry: RetryPolicy {
                 min: Duration::from_millis(10),

@@ -341,3 +341,22 @@ async fn the_worker_checks_the_subject_and_the_schema_itself() {
         rig.github.request_counts()
     );
 }
+
+/// One attempt runs at most its timeout: past it the attempt is a failed one (and its HTTP call
+/// is dropped), so a hung task ends in the dead-letter queue instead of running forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_past_its_timeout_fails_and_counts() {
+    let rig = Rig::start().await;
+    rig.github
+        .set("hung/call", Repo::new().delay(Duration::from_secs(5)));
+    let consumer = rig.task_consumer(ACK_WAIT).await;
+    rig.queue("timeout-1", "hung/call", 1).await;
+    let worker = rig.worker_with_timeout("w1", 1, ACK_WAIT, Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    worker.deliver(one(&consumer).await).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let result = rig.result("timeout-1").await.expect("a result");
+    assert_eq!(result.status, Outcome::Dead, "{result:?}");
+    let message = result.error.map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("ran longer than its 400ms limit"), "{message}");
+}

@@ -8,7 +8,7 @@ mod chat;
 mod github;
 mod text;
 
-use std::{collections::BTreeMap, future::Future, sync::Arc};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use fleet_common::{
     catalog::{Catalog, TaskSpec},
@@ -38,6 +38,8 @@ pub trait Task: Send + Sync + 'static {
     const EXAMPLES: &'static [&'static str] = &[];
     /// Whether only explicit requests may run it.
     const EXPLICIT_ONLY: bool = false;
+    /// How long one attempt may run (`30s`); `FLEET_TASK_TIMEOUT` when `None`.
+    const TIMEOUT: Option<&'static str> = None;
 
     /// Runs the task.
     fn run(&self, input: Self::Input) -> impl Future<Output = Result<Value, TaskError>> + Send;
@@ -61,6 +63,7 @@ impl<T: Task> DynTask for T {
             output: T::OUTPUT.to_owned(),
             examples: T::EXAMPLES.iter().map(|s| (*s).to_owned()).collect(),
             explicit_only: T::EXPLICIT_ONLY,
+            timeout: T::TIMEOUT.map(str::to_owned),
         }
     }
 
@@ -72,6 +75,24 @@ impl<T: Task> DynTask for T {
             })?;
             self.run(input).await
         })
+    }
+}
+
+/// How long one attempt may run, per task.
+#[derive(Debug, Clone, Default)]
+pub struct Timeouts {
+    /// `FLEET_TASK_TIMEOUT`.
+    pub default: Duration,
+    /// Tasks whose catalog entry sets its own.
+    pub per_task: BTreeMap<String, Duration>,
+}
+
+// === impl Timeouts ===
+
+impl Timeouts {
+    /// The limit of one attempt of `task`.
+    pub fn of(&self, task: &str) -> Duration {
+        self.per_task.get(task).copied().unwrap_or(self.default)
     }
 }
 
@@ -106,6 +127,16 @@ impl Registry {
             }
         }
         catalog
+    }
+
+    /// How long one attempt of each task may run: its catalog `timeout`, else `default`.
+    pub fn timeouts(&self, default: Duration) -> Timeouts {
+        let per_task = self
+            .tasks
+            .iter()
+            .filter_map(|(name, task)| task.spec().attempt_timeout().map(|t| (name.clone(), t)))
+            .collect();
+        Timeouts { default, per_task }
     }
 
     /// Every task's name.
@@ -146,4 +177,21 @@ pub fn builtin(config: &Config, http: reqwest::Client) -> Registry {
     registry.register(TextTransform);
     registry.register(Chat::new(Llm::from_args(&config.llm)));
     registry
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_task_without_its_own_timeout_gets_the_default() {
+        let timeouts = Timeouts {
+            default: Duration::from_secs(300),
+            per_task: [("slow".to_owned(), Duration::from_secs(30))]
+                .into_iter()
+                .collect(),
+        };
+        assert_eq!(timeouts.of("slow"), Duration::from_secs(30));
+        assert_eq!(timeouts.of("other"), Duration::from_secs(300));
+    }
 }
