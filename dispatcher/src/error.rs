@@ -8,4 +8,7 @@ pub enum Error {
     /// NATS, JetStream, telemetry or the health server failed.
     #[error(transparent)]
     Fleet(#[from] fleet_common::Error),
+    /// A setting the server cannot honour.
+    #[error("{0}")]
+    Setting(String),
 }

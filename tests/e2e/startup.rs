@@ -61,3 +61,30 @@ async fn requests_sent_before_the_workers_start_are_all_routed() {
     assert_eq!(result["output"]["stars"], 5, "{result:#}");
     fleet.assert_running();
 }
+
+/// A `FLEET_MAX_REQUEST_BYTES` larger than the server's `max_payload` could never be honoured:
+/// the dispatcher refuses to start and says what to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_limit_beyond_the_servers_max_payload_is_refused_at_start() {
+    let dir = fleet_tests::TempDir::new("max-payload").expect("temp dir");
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "max_payload: 4096\n").expect("write config");
+    let conf = conf.display().to_string();
+    let nats = NatsServer::start_with(&["-c", &conf], "");
+    let bin = fleet_testkit::binary(&fleet_testkit::bin_dir(), "dispatcher").expect("built");
+    let out = tokio::process::Command::new(bin)
+        .env("NATS_URL", nats.url())
+        .env("FLEET_METRICS_PORT", "0")
+        .env("FLEET_MAX_REQUEST_BYTES", "65536")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("exits at once")
+        .expect("runs");
+    assert!(!out.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_payload") && stderr.contains("4096"),
+        "says why: {stderr}"
+    );
+}

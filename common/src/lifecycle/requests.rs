@@ -140,6 +140,11 @@ impl Fleet {
         }
     }
 
+    /// The largest message the server takes (its `max_payload`), or 0 when it has not said.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// Publishes a request's task (its `Nats-Msg-Id` is the request id, so the tasks stream
     /// drops a second copy) and, when the guard said `received`, moves the record to `queued`
     /// without stepping back over a worker's later state.
