@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use fleet_tests::{
-    CollectedSpan, FakeOpenAi, OtlpReceiver, Reply, Repo, TestEnv, WAIT, assert_outcome,
+    CollectedSpan, FakeOpenAi, FleetBuilder, OtlpReceiver, Reply, Repo, TestEnv, WAIT,
+    assert_outcome,
 };
 use serde_json::{Value, json};
 
@@ -839,4 +840,74 @@ async fn json_logs_carry_request_id_and_trace_id_at_the_top_level() {
         says("fleet_worker", "attempt failed"),
         "the worker's line about the failed attempt names the request: {about:#?}\n{logs}"
     );
+}
+
+/// The test-only TLS material in `tests/configs/tls` (a CA and a certificate for `127.0.0.1`).
+fn tls_file(name: &str) -> String {
+    format!("{}/configs/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sends one explicit request through a fleet configured by `configure`, stops the fleet, and
+/// returns the request's trace id.
+async fn one_traced_request(configure: impl FnOnce(FleetBuilder) -> FleetBuilder) -> String {
+    let mut env = TestEnv::start_with(configure).await;
+    env.client
+        .publish_json(&json!({
+            "id": "exported",
+            "task": "text.transform",
+            "input": {"text": "x", "op": "upper"},
+        }))
+        .await;
+    let result = env.client.wait_result("exported", WAIT).await;
+    assert_outcome(&result, "succeeded", None);
+    env.client.wait_state("exported", "succeeded").await;
+    stop_fleet(&mut env).await;
+    trace_of(&result)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_a_tls_collector_named_by_the_traces_endpoint() {
+    let read = |name: &str| std::fs::read(tls_file(name)).expect("test TLS material");
+    let collector = OtlpReceiver::start_tls(&read("server.pem"), &read("server-key.pem")).await;
+    assert!(collector.endpoint().starts_with("https://"));
+    // The generic endpoint names another receiver: the signal-specific one must win.
+    let decoy = OtlpReceiver::start().await;
+    let trace_id = one_traced_request(|b| {
+        b.env("OTEL_EXPORTER_OTLP_ENDPOINT", &decoy.endpoint())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &collector.endpoint())
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &tls_file("ca.pem"))
+    })
+    .await;
+    let spans = collector
+        .wait_trace(&trace_id, Duration::from_secs(15), |spans| {
+            has(spans, "fleet-worker", "result") && has(spans, "fleet-dispatcher", "request")
+        })
+        .await;
+    assert_one_tree(&spans, None, "request");
+    assert!(
+        decoy.spans().is_empty(),
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT wins over OTEL_EXPORTER_OTLP_ENDPOINT: {}",
+        describe(&decoy.spans())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_protobuf_posts_to_v1_traces_under_the_generic_endpoint() {
+    let collector = OtlpReceiver::start_http().await;
+    let trace_id = one_traced_request(|b| {
+        b.env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            // The signal-specific protocol wins.
+            .env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    })
+    .await;
+    let spans = collector
+        .wait_trace(&trace_id, Duration::from_secs(15), |spans| {
+            has(spans, "fleet-worker", "result") && has(spans, "fleet-dispatcher", "request")
+        })
+        .await;
+    assert_one_tree(&spans, None, "request");
+    let paths: BTreeSet<String> = collector.paths().into_iter().collect();
+    assert_eq!(paths, BTreeSet::from(["/v1/traces".to_string()]));
 }
