@@ -3,6 +3,8 @@
 //! Each group is a `clap::Args` struct that the binaries pull into their own `Config` with
 //! `#[command(flatten)]`. Every field has a flag and an environment variable of the same meaning
 //! (see `SPEC.md`); secrets are [`SecretString`] so that they never reach a log or a `Debug` dump.
+//! `--help` shows the values of environment variables, so secrets and URLs (which may carry
+//! `user:password@`) hide theirs (`hide_env_values`).
 
 use std::time::Duration;
 
@@ -78,7 +80,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct OtlpArgs {
     /// OTLP collector endpoint (such as http://localhost:4317); unset, no spans are exported.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
 
     /// OTLP protocol: `grpc` or `http/protobuf`.
@@ -123,11 +125,11 @@ pub struct LlmArgs {
     pub openai_api_key: Option<SecretString>,
 
     /// Base URL of any OpenAI-compatible server (vLLM, Ollama, llama.cpp: http://host:port/v1).
-    #[arg(long, env = "OPENAI_BASE_URL")]
+    #[arg(long, env = "OPENAI_BASE_URL", hide_env_values = true)]
     pub openai_base_url: Option<String>,
 
     /// Azure OpenAI endpoint (https://NAME.openai.azure.com); used instead of OpenAI when set.
-    #[arg(long, env = "AZURE_OPENAI_ENDPOINT")]
+    #[arg(long, env = "AZURE_OPENAI_ENDPOINT", hide_env_values = true)]
     pub azure_openai_endpoint: Option<String>,
 
     /// Azure OpenAI API key.

@@ -8,10 +8,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// The connection to NATS could not be made.
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error("cannot connect to NATS at {url}: {source}{hint}")]
     Connect {
         /// The server list that was tried (credentials are never part of it).
         url: String,
+        /// What to check, in parentheses after the error, or empty.
+        hint: &'static str,
         /// The client's error.
         #[source]
         source: async_nats::ConnectError,

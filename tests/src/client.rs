@@ -67,6 +67,12 @@ impl Client {
         Self { nats, js }
     }
 
+    /// Wraps a connection the test made itself (TLS, say).
+    pub fn from_nats(nats: async_nats::Client) -> Self {
+        let js = jetstream::new(nats.clone());
+        Self { nats, js }
+    }
+
     /// The core NATS client.
     pub fn nats(&self) -> &async_nats::Client {
         &self.nats

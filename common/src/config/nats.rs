@@ -8,7 +8,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use clap::Args;
@@ -21,6 +21,15 @@ use super::{
 };
 use crate::Error;
 
+/// The first wait between two connection attempts of a service.
+const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// The longest wait between two connection attempts of a service.
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How often a service still waiting for NATS says so.
+const CONNECT_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// How to reach NATS, and which fleet on it.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
@@ -31,7 +40,8 @@ pub struct NatsArgs {
         long = "server",
         alias = "nats-url",
         env = "NATS_URL",
-        value_name = "URL"
+        value_name = "URL",
+        hide_env_values = true
     )]
     pub nats_url: Option<String>,
 
@@ -173,15 +183,21 @@ impl NatsArgs {
 
     /// Connects to NATS with the configured authentication.
     ///
-    /// Services pass `retry = true`: the client then keeps trying in the background, which is
-    /// what a pod that starts before its NATS server needs. The `fleet` client passes `false`
-    /// and fails at once, so a user sees "cannot reach NATS" instead of a hang.
+    /// Services pass `retry = true`: while no server answers they keep trying (and say so every
+    /// 30 s), which is what a pod that starts before its NATS server needs. A failure that
+    /// another try cannot mend (TLS: an unknown CA, a missing or refused client certificate;
+    /// refused credentials; a malformed server list) ends the wait at once, with a hint, so a
+    /// misconfigured pod exits instead of hanging. The `fleet` client passes `false` and fails
+    /// at the first error, so a user sees "cannot reach NATS" instead of a hang.
+    ///
+    /// Credentials written into the URL are taken out of it before async-nats sees it: its debug
+    /// log shows the server addresses.
     ///
     /// # Errors
     ///
-    /// [`Error::Connect`] when no server answers (without `retry`), [`Error::Credentials`] when
-    /// the credentials file cannot be read, [`Error::Config`] when the context, the seed file or
-    /// a TLS file cannot be used. No message shows a secret.
+    /// [`Error::Connect`] when no server answers (without `retry`) or the failure is permanent,
+    /// [`Error::Credentials`] when the credentials file cannot be read, [`Error::Config`] when
+    /// the context, the seed file or a TLS file cannot be used. No message shows a secret.
     ///
     /// ```no_run
     /// # async fn f(args: fleet_common::config::NatsArgs) -> Result<(), fleet_common::Error> {
@@ -190,11 +206,40 @@ impl NatsArgs {
     /// ```
     pub async fn connect(&self, name: &str, retry: bool) -> Result<async_nats::Client, Error> {
         let login = self.login()?;
-        // async-nats builds its TLS configuration on rustls' process-wide provider, which rustls
-        // cannot choose by itself when two are compiled in (ring for async-nats, aws-lc-rs for
-        // reqwest): a TLS connection would panic. Choose async-nats' own, once; a provider
-        // installed earlier stays.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // async-nats builds its TLS configuration on rustls' process-wide provider. The
+        // workspace compiles one provider, aws-lc-rs (reqwest's, tonic's and async-nats' TLS all
+        // use it), so rustls would pick it by itself; installing it says so, and keeps TLS
+        // working should a dependency ever bring a second provider (rustls then panics rather
+        // than choose). A provider installed earlier stays.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let servers = without_userinfo(&login.url);
+        let mut delay = CONNECT_RETRY_MIN;
+        let mut warned: Option<Instant> = None;
+        loop {
+            let opts = Self::options(&login, name).await?;
+            let source = match opts.connect(servers.as_str()).await {
+                Ok(client) => return Ok(client),
+                Err(e) => e,
+            };
+            let failure = Failure::of(&source);
+            if !retry || failure.permanent {
+                return Err(Error::Connect {
+                    url: redact_url(&login.url),
+                    hint: failure.hint,
+                    source,
+                });
+            }
+            if warned.is_none_or(|at| at.elapsed() >= CONNECT_WARN_EVERY) {
+                tracing::warn!(url = %redact_url(&login.url), error = %source, "cannot reach NATS yet; retrying");
+                warned = Some(Instant::now());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(CONNECT_RETRY_MAX);
+        }
+    }
+
+    /// The connection options of `login`: authentication, TLS, inbox prefix.
+    async fn options(login: &Login, name: &str) -> Result<async_nats::ConnectOptions, Error> {
         let mut opts = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
@@ -206,9 +251,6 @@ impl NatsArgs {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
-        if retry {
-            opts = opts.retry_on_initial_connect();
-        }
         if let Some(path) = &login.creds {
             opts = opts
                 .credentials_file(path)
@@ -271,12 +313,7 @@ impl NatsArgs {
             readable("certificate authority (--tlsca, NATS_CA)", ca)?;
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
-        opts.connect(login.url.as_str())
-            .await
-            .map_err(|source| Error::Connect {
-                url: redact_url(&login.url),
-                source,
-            })
+        Ok(opts)
     }
 }
 
@@ -362,6 +399,119 @@ pub fn redact_url(urls: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The server list without any `user:password@` or `token@`: what async-nats is given, so that
+/// its logs (which show server addresses) never hold a credential. The credentials themselves
+/// reach it as options (see [`url_credentials`]).
+fn without_userinfo(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}://{}", &u[..s], &u[at + 1..]),
+                (None, Some(at)) => u[at + 1..].to_owned(),
+                _ => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a failed connection attempt means: whether another try could succeed, and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failure {
+    /// Another try cannot mend it (TLS, credentials, a malformed server list).
+    permanent: bool,
+    /// What to check, appended to the error (empty when there is nothing to add).
+    hint: &'static str,
+}
+
+// === impl Failure ===
+
+impl Failure {
+    /// No server answered (yet): worth another try.
+    const TRANSIENT: Self = Self {
+        permanent: false,
+        hint: "",
+    };
+
+    /// Reads async-nats' error, and the rustls error under it when TLS failed: async-nats
+    /// reports a failed handshake or a server's TLS alert as an I/O error.
+    fn of(e: &async_nats::ConnectError) -> Self {
+        use async_nats::ConnectErrorKind as Kind;
+        let permanent = |hint| Self {
+            permanent: true,
+            hint,
+        };
+        match e.kind() {
+            Kind::Authentication | Kind::AuthorizationViolation => permanent(
+                " (the server refused the credentials: check --creds, --user/--password, \
+                 --token, --nkey or the URL's user:password@)",
+            ),
+            Kind::ServerParse => permanent(" (check the server list: --server, NATS_URL)"),
+            Kind::Tls => permanent(
+                " (check the TLS files: --tlsca (NATS_CA), --tlscert (NATS_CERT), --tlskey \
+                 (NATS_KEY) must be PEM)",
+            ),
+            Kind::Io | Kind::TimedOut | Kind::Dns | Kind::MaxReconnects => {
+                rustls_error(e).map_or(Self::TRANSIENT, |tls| permanent(tls_hint(tls)))
+            }
+        }
+    }
+}
+
+/// The rustls error somewhere under `e`, if TLS is what failed.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's source() skips the error it wraps: look at that one first.
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// What to check when TLS failed with `e`.
+fn tls_hint(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    match e {
+        Tls::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+            " (the server's certificate is not signed by a CA this process trusts: give that CA \
+             with --tlsca or NATS_CA)"
+        }
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            " (the server's certificate does not name the host in the server URL: connect by a \
+             name or address it lists)"
+        }
+        Tls::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            " (the server's certificate has expired)"
+        }
+        Tls::AlertReceived(Alert::CertificateRequired) => {
+            " (the server asks for a client certificate: give one with --tlscert and --tlskey, \
+             or NATS_CERT and NATS_KEY)"
+        }
+        Tls::AlertReceived(
+            Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
+        ) => {
+            " (the server refused the client certificate, or wants one: give one signed by a CA \
+             it trusts, for client authentication, with --tlscert and --tlskey or NATS_CERT and \
+             NATS_KEY)"
+        }
+        _ => {
+            " (TLS failed: check --tlsca (NATS_CA), --tlscert (NATS_CERT) and --tlskey \
+             (NATS_KEY) against the server's TLS settings)"
+        }
+    }
 }
 
 #[cfg(test)]
@@ -458,6 +608,45 @@ mod tests {
             Some(("tok".into(), None))
         );
         assert_eq!(url_credentials("nats://h:4222"), None);
+    }
+
+    #[test]
+    fn async_nats_gets_the_servers_without_credentials() {
+        assert_eq!(
+            without_userinfo("nats://u:p%40ss@h:4222, tls://tok@h2:4443,h3:4222,x:y@h4"),
+            "nats://h:4222,tls://h2:4443,h3:4222,h4"
+        );
+    }
+
+    #[test]
+    fn tls_and_credential_failures_are_permanent_and_say_what_to_check() {
+        use async_nats::{ConnectError, ConnectErrorKind as Kind};
+        let tls = |e: rustls::Error| {
+            Failure::of(&ConnectError::with_source(
+                Kind::Io,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            ))
+        };
+        let no_cert = tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(no_cert.permanent);
+        assert!(no_cert.hint.contains("NATS_CERT"), "{}", no_cert.hint);
+        let unknown_ca = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(unknown_ca.permanent);
+        assert!(unknown_ca.hint.contains("NATS_CA"), "{}", unknown_ca.hint);
+        let refused = Failure::of(&ConnectError::with_source(
+            Kind::Io,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ));
+        assert_eq!(refused, Failure::TRANSIENT);
+        assert_eq!(
+            Failure::of(&ConnectError::new(Kind::TimedOut)),
+            Failure::TRANSIENT
+        );
+        assert!(Failure::of(&ConnectError::new(Kind::AuthorizationViolation)).permanent);
     }
 
     #[test]

@@ -135,8 +135,8 @@ pub(super) fn exporter(target: &Target) -> Result<opentelemetry_otlp::SpanExport
     built.map_err(|e| Error::Telemetry(e.to_string()))
 }
 
-/// gRPC's TLS (rustls with the process-wide provider, else ring, as the NATS connection uses
-/// it): the system's roots, the extra CA and the client certificate.
+/// gRPC's TLS (rustls on aws-lc-rs, the workspace's one provider): the system's roots, the extra
+/// CA and the client certificate.
 #[cfg(feature = "otlp")]
 fn tonic_tls(
     target: &Target,

@@ -145,6 +145,16 @@ impl Fleet {
     /// When a process exits meanwhile or the fleet is not ready within 30 s.
     pub async fn wait_ready(&mut self) {
         let client = crate::client::Client::connect(&self.nats_url).await;
+        self.wait_ready_with(&client).await;
+    }
+
+    /// [`Fleet::wait_ready`], looking through `client` (one the test connected itself: over TLS,
+    /// say).
+    ///
+    /// # Panics
+    ///
+    /// As [`Fleet::wait_ready`].
+    pub async fn wait_ready_with(&mut self, client: &crate::client::Client) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut missing: Vec<String>;
         loop {
