@@ -27,7 +27,7 @@ fn poison(n: usize) -> (Bytes, bool) {
         8 => Bytes::new(),
         _ => json!({"task": "text.transform", "input": "not an object"}).to_string().into(),
     };
-    (body, n % 3 == 0)
+    (body, n.is_multiple_of(3))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +50,7 @@ async fn a_poison_flood_ends_each_message_once_and_serves_good_requests() {
                 .await
                 .expect("publish"),
         );
-        if n % (POISON / GOOD) == 0 {
+        if n.is_multiple_of(POISON / GOOD) {
             let id = format!("good-{n}");
             env.client
                 .publish_json(&json!({"id": id, "task": "text.transform", "input": {"text": "ok", "op": "upper"}}))
