@@ -10,7 +10,13 @@
 //! Each repo is scripted with a [`Repo`]; a repo nobody scripted answers 404, or follows the
 //! default script when one is set ([`FakeGithub::set_default`]). Requests are counted per repo
 //! so tests can assert how many attempts the fleet made, and the chaos run how many tasks ran
-//! twice.
+//! twice. Every request, whatever its path, is also logged with its `Authorization` header
+//! ([`FakeGithub::seen`]), so a test can prove a token went nowhere else.
+//!
+//! A hostile or odd server, for the task's trust rules: [`Repo::links_to`] makes the `Link`
+//! URLs point at another base (another host, port or scheme), [`Repo::without_last`] leaves
+//! out `rel="last"` (cursor-style paging: only `next`). `per_page=1` answers one contributor
+//! with a `last` link whose page number is the count, as GitHub does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -47,6 +54,10 @@ pub struct Repo {
     not_found: bool,
     /// Delay before answering `/repos/{owner}/{repo}` (the contributors pages are not delayed).
     delay: Duration,
+    /// The base of the `Link` URLs (None: this server's own).
+    links_to: Option<String>,
+    /// Leave `rel="last"` out of the `Link` header.
+    without_last: bool,
 }
 
 // === impl Repo ===
@@ -63,6 +74,8 @@ impl Default for Repo {
             always_fail: None,
             not_found: false,
             delay: Duration::ZERO,
+            links_to: None,
+            without_last: false,
         }
     }
 }
@@ -115,6 +128,28 @@ impl Repo {
         self.delay = delay;
         self
     }
+
+    /// The contributors pages' `Link` URLs start with `base` (such as another fake's
+    /// [`FakeGithub::url`], or the same host under another scheme) instead of this server's.
+    pub fn links_to(mut self, base: &str) -> Self {
+        self.links_to = Some(base.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The contributors pages' `Link` headers carry `next` (and `prev`, `first`) but no `last`.
+    pub fn without_last(mut self) -> Self {
+        self.without_last = true;
+        self
+    }
+}
+
+/// One request the fake received, on any path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The path and query, as sent.
+    pub path: String,
+    /// The `Authorization` header, when there was one.
+    pub authorization: Option<String>,
 }
 
 /// A repo's script and what happened to it.
@@ -141,6 +176,8 @@ struct Shared {
     repos: Mutex<HashMap<String, RepoState>>,
     /// The script of repos nobody scripted (None: they answer 404).
     default: Mutex<Option<Repo>>,
+    /// Every request, in arrival order.
+    seen: Mutex<Vec<Seen>>,
 }
 
 // === impl Shared ===
@@ -197,11 +234,13 @@ impl FakeGithub {
             base: format!("http://{addr}"),
             repos: Mutex::new(HashMap::new()),
             default: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/repos/{owner}/{repo}", get(repo_info))
             .route("/repos/{owner}/{repo}/contributors", get(contributors))
             .fallback(|| async { not_found_response() })
+            .layer(middleware::from_fn_with_state(shared.clone(), log_request))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -266,6 +305,15 @@ impl FakeGithub {
             .unwrap_or_default()
     }
 
+    /// Every request this server received, on any path, with its `Authorization` header.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// How many contributors pages were requested for `owner/repo`.
     pub fn contributor_requests(&self, full_name: &str) -> usize {
         let repos = self.shared.repos();
@@ -280,6 +328,28 @@ impl Drop for FakeGithub {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Logs every request (see [`FakeGithub::seen`]).
+async fn log_request(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let seen = Seen {
+        path: request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        authorization: request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    shared
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(seen);
+    next.run(request).await
 }
 
 /// `GET /repos/{owner}/{repo}`.
@@ -385,11 +455,9 @@ async fn contributors(
         .get("anon")
         .map(|a| format!("&anon={a}"))
         .unwrap_or_default();
+    let base = script.links_to.as_deref().unwrap_or(&shared.base);
     let url = |p: usize| {
-        format!(
-            "{}/repos/{full_name}/contributors?per_page={per_page}{anon}&page={p}",
-            shared.base
-        )
+        format!("{base}/repos/{full_name}/contributors?per_page={per_page}{anon}&page={p}")
     };
     // GitHub's order: prev, next, last, first.
     let mut links = Vec::new();
@@ -398,7 +466,9 @@ async fn contributors(
     }
     if page < last {
         links.push(format!("<{}>; rel=\"next\"", url(page + 1)));
-        links.push(format!("<{}>; rel=\"last\"", url(last)));
+        if !script.without_last {
+            links.push(format!("<{}>; rel=\"last\"", url(last)));
+        }
     }
     if page > 1 {
         links.push(format!("<{}>; rel=\"first\"", url(1)));

@@ -34,7 +34,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub use error::Error;
-pub use github::{FakeGithub, Repo};
+pub use github::{FakeGithub, Repo, Seen};
 pub use http::HttpResponse;
 pub use nats::NatsServer;
 pub use process::{ChildProc, Signal};

@@ -10,6 +10,7 @@ mod cli;
 mod dead_letter;
 mod duplicates;
 mod explicit;
+mod github;
 mod health;
 mod keda;
 mod lifecycle;

@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 
-pub use fleet_testkit::Repo;
+pub use fleet_testkit::{Repo, Seen};
 
 /// A scriptable imitation of the GitHub REST API on `127.0.0.1:0`; stops on drop. Scripting
 /// and counting come from [`fleet_testkit::FakeGithub`].

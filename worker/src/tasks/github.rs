@@ -1,13 +1,30 @@
 //! `github.repo_info`: a repository's stars and contributors from the GitHub REST API.
 //!
 //! 5xx, 429, rate-limit 403s, timeouts and connection errors are retryable (honouring
-//! `Retry-After`); 404 and other 4xx are permanent. Contributors are counted over every page,
-//! following the `Link: <…>; rel="next"` headers.
+//! `Retry-After`); 404 and other 4xx are permanent.
+//!
+//! What the task trusts, and why:
+//!
+//! - **Paths.** `owner` and `repo` are checked against the input schema (the patterns below,
+//!   which the dispatcher and the worker both apply) and, again here, each is one
+//!   percent-encoded path segment that is never `.` or `..`: no input reaches another path of
+//!   the API host with the token.
+//! - **Links.** `Link` URLs come from the server's answer. One is used only when it has the
+//!   origin (scheme, host, port) of `GITHUB_API_URL`; any other origin fails the task and is
+//!   never requested.
+//! - **The token.** `GITHUB_TOKEN` is sent only to `GITHUB_API_URL`'s origin (reqwest drops it
+//!   on a redirect to another origin as well).
+//!
+//! Contributors are counted in one or two calls, never page by page: `per_page=1&anon=true`
+//! makes the `last` link's page number the count (GitHub's own trick); without a `Link` header
+//! the one page is all of them. Only a server that sends `next` without `last` is paged
+//! through (100 a page, same-origin `next` links), and past [`MAX_PAGES`] the task fails
+//! saying so rather than report a partial count.
 
 use std::time::Duration;
 
-use fleet_common::telemetry;
-use reqwest::{Response, StatusCode, header};
+use fleet_common::{messages::ErrorKind, telemetry};
+use reqwest::{Response, StatusCode, Url, header};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -17,18 +34,27 @@ use tracing::Instrument;
 use super::Task;
 use crate::error::TaskError;
 
-/// The most contributor pages read (100 each); GitHub itself stops listing at 500 contributors.
-const MAX_PAGES: usize = 50;
+/// The most pages read from a server that sends `next` links but no `last` (100 contributors
+/// a page); past it the task fails instead of reporting part of the count.
+const MAX_PAGES: u64 = 1_000;
 
 /// The input of `github.repo_info`.
+///
+/// The patterns are the security boundary of the request path: an owner is what GitHub allows
+/// (letters, digits, inner hyphens); a repository name is letters, digits, `.`, `_` and `-`
+/// with at least one that is not a dot, so `.` and `..` (path steps, not names) never match.
+/// Both are RE2-compatible, for workers and dispatchers in other languages.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The owner (user or organisation), such as `ranfysvalle02`.
-    #[schemars(pattern(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"))]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$"))]
     pub owner: String,
     /// The repository name, such as `ai-self-attention`.
-    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,100}$"))]
+    #[schemars(
+        length(min = 1, max = 100),
+        pattern(r"^\.*[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    )]
     pub repo: String,
 }
 
@@ -58,9 +84,10 @@ struct Repo {
 pub struct GithubRepoInfo {
     /// Shared HTTP client (timeouts set by `FLEET_HTTP_TIMEOUT`).
     http: reqwest::Client,
-    /// `GITHUB_API_URL` without a trailing slash.
-    base: String,
-    /// `GITHUB_TOKEN`.
+    /// `GITHUB_API_URL`, parsed: its origin is the only one the task talks to. `None` when it
+    /// is not an `http(s)` URL (every run then fails, saying so).
+    base: Option<Url>,
+    /// `GITHUB_TOKEN`, sent only to `base`'s origin.
     token: Option<SecretString>,
 }
 
@@ -69,42 +96,54 @@ pub struct GithubRepoInfo {
 impl GithubRepoInfo {
     /// A task calling the API at `base`.
     pub fn new(http: reqwest::Client, base: &str, token: Option<SecretString>) -> Self {
-        Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            token,
+        let base = Url::parse(base.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if base.is_none() {
+            tracing::warn!(
+                "GITHUB_API_URL is not an http(s) URL: github.repo_info fails until it is fixed"
+            );
         }
+        Self { http, base, token }
     }
 
-    async fn get(&self, url: &str, what: &str) -> Result<Response, TaskError> {
-        let target = reqwest::Url::parse(url).ok();
+    /// `GITHUB_API_URL`, or the permanent error saying it is unusable.
+    fn base(&self) -> Result<&Url, TaskError> {
+        self.base.as_ref().ok_or_else(|| {
+            TaskError::abort("GITHUB_API_URL is not an http(s) URL; set it to the API's base URL")
+        })
+    }
+
+    async fn get(&self, url: &Url, what: &str) -> Result<Response, TaskError> {
         let span = tracing::info_span!(
             "http.get",
             otel.name = "GET",
             otel.kind = "client",
             http.request.method = "GET",
             url.full = %url,
-            server.address = target.as_ref().and_then(|u| u.host_str()),
-            server.port = target
-                .as_ref()
-                .and_then(|u| u.port_or_known_default())
-                .map(i64::from),
+            server.address = url.host_str(),
+            server.port = url.port_or_known_default().map(i64::from),
             http.response.status_code = tracing::field::Empty,
         );
         self.send(url, what).instrument(span).await
     }
 
-    async fn send(&self, url: &str, what: &str) -> Result<Response, TaskError> {
+    async fn send(&self, url: &Url, what: &str) -> Result<Response, TaskError> {
         let mut headers = header::HeaderMap::new();
         telemetry::inject_http(&mut headers);
         let mut request = self
             .http
-            .get(url)
+            .get(url.clone())
             .headers(headers)
             .header(header::ACCEPT, "application/vnd.github+json")
             .header(header::USER_AGENT, "fleet-worker")
             .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(token) = &self.token {
+        if let Some(token) = &self.token
+            && self
+                .base
+                .as_ref()
+                .is_some_and(|base| same_origin(base, url))
+        {
             request = request.bearer_auth(token.expose_secret());
         }
         let response = request.send().await.map_err(|e| {
@@ -128,12 +167,83 @@ impl GithubRepoInfo {
         }
         classify(response, what)
     }
+
+    /// A `Link` URL the server sent, when it may be requested: same origin as
+    /// `GITHUB_API_URL`, else a permanent error (the link is never requested).
+    fn trusted_link(&self, link: &str, what: &str) -> Result<Url, TaskError> {
+        let base = self.base()?;
+        match Url::parse(link) {
+            Ok(url) if same_origin(base, &url) => Ok(url),
+            Ok(url) => Err(TaskError::abort(format!(
+                "GitHub's answer for {what} links to {} outside GITHUB_API_URL ({}); the link was not followed",
+                url.origin().ascii_serialization(),
+                base.origin().ascii_serialization()
+            ))),
+            Err(_) => Err(TaskError::abort(format!(
+                "GitHub's answer for {what} has a Link header that is not a URL"
+            ))),
+        }
+    }
+
+    /// How many contributors `owner/repo` has (anonymous ones included), in one or two calls.
+    async fn count_contributors(&self, input: &Input, what: &str) -> Result<u64, TaskError> {
+        let mut url = endpoint(
+            self.base()?,
+            &input.owner,
+            &input.repo,
+            Some("contributors"),
+        )?;
+        url.set_query(Some("per_page=1&anon=true"));
+        let response = self.get(&url, what).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            // An empty repository.
+            return Ok(0);
+        }
+        let links = Links::parse(response.headers());
+        if let Some(last) = &links.last {
+            let last = self.trusted_link(last, what)?;
+            let (page, per_page) = page_of(&last).ok_or_else(|| {
+                TaskError::abort(format!(
+                    "GitHub's last contributors link for {what} has no page number"
+                ))
+            })?;
+            if per_page == Some(1) {
+                return Ok(page);
+            }
+            // The server paged by more than one: full pages before the last, then count it.
+            let per_page = per_page.unwrap_or(1);
+            let on_last = page_len(self.get(&last, what).await?, what).await?;
+            return Ok(page.saturating_sub(1).saturating_mul(per_page) + on_last);
+        }
+        let Some(next) = &links.next else {
+            return page_len(response, what).await;
+        };
+        // `next` without `last`: page through, 100 at a time, if the links stay at home.
+        self.trusted_link(next, what)?;
+        url.set_query(Some("per_page=100&anon=true"));
+        let mut count = 0u64;
+        for _ in 0..MAX_PAGES {
+            let response = self.get(&url, what).await?;
+            if response.status() == StatusCode::NO_CONTENT {
+                return Ok(count);
+            }
+            let next = Links::parse(response.headers()).next;
+            count += page_len(response, what).await?;
+            match next {
+                Some(next) => url = self.trusted_link(&next, what)?,
+                None => return Ok(count),
+            }
+        }
+        Err(TaskError::abort(format!(
+            "{what} has more than {count} contributors on over {MAX_PAGES} pages without a last link; they were not all counted"
+        )))
+    }
 }
 
 impl Task for GithubRepoInfo {
     type Input = Input;
     const NAME: &'static str = "github.repo_info";
-    const DESCRIPTION: &'static str = "Look up a GitHub repository given as owner/repo: its number of stars and of contributors (all pages counted), forks and open issues.";
+    const DESCRIPTION: &'static str = "Look up a GitHub repository given as owner/repo: its number of stars and of contributors (all of them counted), forks and open issues.";
     const OUTPUT: &'static str =
         "{ full_name, stars, contributors, forks, open_issues, description, url }";
     const EXAMPLES: &'static [&'static str] = &[
@@ -143,35 +253,11 @@ impl Task for GithubRepoInfo {
 
     async fn run(&self, input: Input) -> Result<Value, TaskError> {
         let name = format!("{}/{}", input.owner, input.repo);
-        let repo: Repo = self
-            .get(&format!("{}/repos/{name}", self.base), &name)
-            .await?
-            .json()
-            .await
-            .map_err(|e| {
-                TaskError::retry(format!("GitHub sent an unreadable answer for {name}: {e}"))
-            })?;
-
-        let mut contributors = 0usize;
-        let mut next = Some(format!(
-            "{}/repos/{name}/contributors?per_page=100&anon=1",
-            self.base
-        ));
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            pages += 1;
-            let response = self.get(&url, &name).await?;
-            if response.status() == StatusCode::NO_CONTENT {
-                break;
-            }
-            next = next_link(response.headers()).filter(|_| pages < MAX_PAGES);
-            let page: Vec<Value> = response.json().await.map_err(|e| {
-                TaskError::retry(format!(
-                    "GitHub sent an unreadable contributors page for {name}: {e}"
-                ))
-            })?;
-            contributors += page.len();
-        }
+        let url = endpoint(self.base()?, &input.owner, &input.repo, None)?;
+        let repo: Repo = self.get(&url, &name).await?.json().await.map_err(|e| {
+            TaskError::retry(format!("GitHub sent an unreadable answer for {name}: {e}"))
+        })?;
+        let contributors = self.count_contributors(&input, &name).await?;
 
         Ok(json!({
             "full_name": repo.full_name,
@@ -183,6 +269,65 @@ impl Task for GithubRepoInfo {
             "url": repo.html_url,
         }))
     }
+}
+
+/// `{base}/repos/{owner}/{repo}[/{tail}]`, each input one percent-encoded path segment (`/`,
+/// `?`, `#` and `%` are encoded), so no input can leave the repository's path.
+///
+/// # Errors
+///
+/// `invalid_input` for an empty, `.` or `..` segment (the schema already refuses them; this is
+/// the check that does not depend on whoever published the task).
+fn endpoint(base: &Url, owner: &str, repo: &str, tail: Option<&str>) -> Result<Url, TaskError> {
+    for (field, segment) in [("owner", owner), ("repo", repo)] {
+        if matches!(segment, "" | "." | "..") {
+            return Err(TaskError::Abort {
+                kind: ErrorKind::InvalidInput,
+                message: format!("`{segment}` is not a GitHub {field} name"),
+            });
+        }
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| TaskError::abort("GITHUB_API_URL cannot take a path"))?
+        .pop_if_empty()
+        .extend(["repos", owner, repo])
+        .extend(tail);
+    Ok(url)
+}
+
+/// Whether two URLs share an origin: scheme, host and port (the default port of the scheme
+/// when none is written).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The `page` and `per_page` query parameters of a page link.
+fn page_of(url: &Url) -> Option<(u64, Option<u64>)> {
+    let mut page = None;
+    let mut per_page = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "page" => page = value.parse().ok(),
+            "per_page" => per_page = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((page?, per_page))
+}
+
+/// The number of items in one page of contributors.
+async fn page_len(response: Response, what: &str) -> Result<u64, TaskError> {
+    let page: Vec<serde::de::IgnoredAny> = response.json().await.map_err(|e| {
+        TaskError::retry(format!(
+            "GitHub sent an unreadable contributors page for {what}: {e}"
+        ))
+    })?;
+    Ok(page.len() as u64)
 }
 
 /// Turns an HTTP status into the retry decision.
@@ -248,44 +393,218 @@ fn reset_in(headers: &header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
 }
 
-/// The `rel="next"` URL of a `Link` header.
-fn next_link(headers: &header::HeaderMap) -> Option<String> {
-    let link = headers.get(header::LINK)?.to_str().ok()?;
-    link.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params
-            .split(';')
-            .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| {
-                url.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned()
-            })
-    })
+/// The page links of a `Link` header (RFC 8288): `<url>; rel="next"`, several per header
+/// value and several values, relation types compared without case.
+#[derive(Debug, Default, PartialEq)]
+struct Links {
+    /// `rel="next"`.
+    next: Option<String>,
+    /// `rel="last"`.
+    last: Option<String>,
+}
+
+// === impl Links ===
+
+impl Links {
+    fn parse(headers: &header::HeaderMap) -> Self {
+        let mut links = Self::default();
+        for value in headers.get_all(header::LINK) {
+            let Ok(mut rest) = value.to_str() else {
+                continue;
+            };
+            while let Some(open) = rest.find('<') {
+                let Some(close) = rest[open..].find('>').map(|i| open + i) else {
+                    break;
+                };
+                let url = rest[open + 1..close].trim();
+                let after = &rest[close + 1..];
+                let end = after.find('<').unwrap_or(after.len());
+                for rel in relations(&after[..end]) {
+                    let slot = match rel.to_ascii_lowercase().as_str() {
+                        "next" => &mut links.next,
+                        "last" => &mut links.last,
+                        _ => continue,
+                    };
+                    slot.get_or_insert_with(|| url.to_owned());
+                }
+                rest = &after[end..];
+            }
+        }
+        links
+    }
+}
+
+/// The relation types in one link's parameters (`; rel="next last"` or `; rel=next`).
+fn relations(params: &str) -> Vec<&str> {
+    params
+        .split([';', ','])
+        .filter_map(|p| {
+            let (key, value) = p.split_once('=')?;
+            (key.trim().eq_ignore_ascii_case("rel")).then(|| value.trim().trim_matches('"'))
+        })
+        .flat_map(str::split_whitespace)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use fleet_common::catalog::Catalog;
+
     use super::*;
+    use crate::tasks::DynTask;
+
+    fn links(value: &'static str) -> Links {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::LINK, header::HeaderValue::from_static(value));
+        Links::parse(&h)
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("a test URL")
+    }
 
     #[test]
-    fn link_headers_give_the_next_page() {
-        let mut h = header::HeaderMap::new();
-        h.insert(
-            header::LINK,
-            header::HeaderValue::from_static(
-                "<https://api.github.com/x?page=2>; rel=\"next\", <https://api.github.com/x?page=5>; rel=\"last\"",
+    fn link_headers_give_the_next_and_last_pages() {
+        assert_eq!(
+            links(
+                "<https://api.github.com/x?page=2>; rel=\"next\", <https://api.github.com/x?page=5>; rel=\"last\""
             ),
+            Links {
+                next: Some("https://api.github.com/x?page=2".into()),
+                last: Some("https://api.github.com/x?page=5".into()),
+            }
         );
         assert_eq!(
-            next_link(&h).as_deref(),
-            Some("https://api.github.com/x?page=2")
+            links("<https://api.github.com/x?page=1>; rel=\"prev\""),
+            Links::default()
         );
-        h.insert(
-            header::LINK,
-            header::HeaderValue::from_static("<https://api.github.com/x?page=1>; rel=\"prev\""),
+        // Unquoted, several relations in one, other parameters, odd spacing and case.
+        assert_eq!(
+            links("<https://h/a?page=9>;title=\"x\";REL=\"Last next\" ,<https://h/b>; rel=first"),
+            Links {
+                next: Some("https://h/a?page=9".into()),
+                last: Some("https://h/a?page=9".into()),
+            }
         );
-        assert_eq!(next_link(&h), None);
+        assert_eq!(links("garbage, <unclosed; rel=next"), Links::default());
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        let base = url("https://api.github.com");
+        assert!(same_origin(
+            &base,
+            &url("https://api.github.com/repos/a/b?page=2")
+        ));
+        assert!(same_origin(&base, &url("https://API.github.com:443/x")));
+        assert!(!same_origin(&base, &url("http://api.github.com/x")));
+        assert!(!same_origin(&base, &url("https://api.github.com:8443/x")));
+        assert!(!same_origin(&base, &url("https://evil.example/x")));
+        assert!(!same_origin(
+            &base,
+            &url("https://api.github.com.evil.example/x")
+        ));
+        assert!(!same_origin(&base, &url("file:///etc/passwd")));
+        let local = url("http://127.0.0.1:8080/api/v3");
+        assert!(same_origin(&local, &url("http://127.0.0.1:8080/other")));
+        assert!(!same_origin(&local, &url("http://localhost:8080/api/v3")));
+    }
+
+    #[test]
+    fn cross_origin_links_are_refused_with_a_reason() {
+        let task = GithubRepoInfo::new(reqwest::Client::new(), "http://127.0.0.1:9/api/v3/", None);
+        assert!(
+            task.trusted_link("http://127.0.0.1:9/x?page=3", "o/r")
+                .is_ok()
+        );
+        for link in [
+            "http://127.0.0.1:10/x",
+            "https://127.0.0.1:9/x",
+            "//evil/x",
+            "x?page=2",
+        ] {
+            let e = task.trusted_link(link, "o/r").expect_err(link);
+            assert!(
+                matches!(&e, TaskError::Abort { message, .. } if message.contains("o/r")),
+                "{link}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_links_give_the_page_number() {
+        assert_eq!(
+            page_of(&url(
+                "https://h/repos/a/b/contributors?per_page=1&anon=true&page=10000"
+            )),
+            Some((10_000, Some(1)))
+        );
+        assert_eq!(page_of(&url("https://h/x?page=3")), Some((3, None)));
+        assert_eq!(page_of(&url("https://h/x?per_page=1")), None);
+        assert_eq!(page_of(&url("https://h/x?page=-1")), None);
+    }
+
+    #[test]
+    fn inputs_stay_one_path_segment() {
+        let base = url("https://ghe.example/api/v3/");
+        let built = endpoint(&base, "o", "r.rs", Some("contributors")).expect("a valid name");
+        assert_eq!(
+            built.as_str(),
+            "https://ghe.example/api/v3/repos/o/r.rs/contributors"
+        );
+        // Whatever gets past the schema is encoded, never interpreted.
+        let built = endpoint(&base, "o", "a/../../x?y#z%2e", None).expect("encoded");
+        assert_eq!(
+            built.as_str(),
+            "https://ghe.example/api/v3/repos/o/a%2F..%2F..%2Fx%3Fy%23z%252e"
+        );
+        for (owner, repo) in [("o", ".."), ("o", "."), ("..", "r"), ("o", "")] {
+            let e = endpoint(&base, owner, repo, None).expect_err(repo);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{owner}/{repo}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dot_segments_never_reach_the_network() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let token = Some(SecretString::from("t".to_owned()));
+        let task = GithubRepoInfo::new(reqwest::Client::new(), &base, token);
+        for (owner, repo) in [("o", ".."), ("o", "."), ("..", "r")] {
+            // Straight to the task, as if the schema had been skipped.
+            let e = task
+                .call(json!({"owner": owner, "repo": repo}))
+                .await
+                .expect_err(repo);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{owner}/{repo}: {e:?}");
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing connected: {accepted:?}");
+    }
+
+    #[test]
+    fn the_schema_refuses_names_that_could_leave_the_path() {
+        let task = GithubRepoInfo::new(reqwest::Client::new(), "https://api.github.com", None);
+        let mut catalog = Catalog::default();
+        catalog.insert(task.spec()).expect("the schema compiles");
+        let check = |owner: &str, repo: &str| {
+            catalog
+                .check(GithubRepoInfo::NAME, &json!({"owner": owner, "repo": repo}))
+                .is_ok()
+        };
+        for repo in ["ai-self-attention", ".github", "a.b_c-d", "..x", "x..", "_"] {
+            assert!(check("rust-lang", repo), "{repo} is a repository name");
+        }
+        for repo in [
+            "", ".", "..", "...", "a/b", "../x", "%2e%2e", "a?b", "a#b", "a b", "a\\b", "ä",
+        ] {
+            assert!(!check("rust-lang", repo), "{repo:?} must be refused");
+        }
+        assert!(!check("rust-lang", &"r".repeat(101)));
+        for owner in ["", ".", "..", "-x", "a/b", "a.b", &"o".repeat(40)] {
+            assert!(!check(owner, "r"), "{owner:?} must be refused");
+        }
     }
 }
