@@ -11,11 +11,13 @@
 
 use std::time::Duration;
 
+mod retry;
+
 use async_openai::{
     Client,
     config::{AzureConfig, OpenAIConfig},
     error::OpenAIError,
-    middleware::{ReqwestService, retry::OpenAIRetryLayer},
+    middleware::ReqwestService,
     types::chat::{
         ChatCompletionRequestMessage, ChatCompletionRequestUserMessage,
         CreateChatCompletionRequest, CreateChatCompletionResponse,
@@ -220,6 +222,9 @@ pub struct Llm {
     server: Option<(String, u16)>,
     /// The configured API keys, masked in every error message should a server echo them.
     keys: Vec<SecretString>,
+    /// `FLEET_LLM_TIMEOUT`: the most one call may take, retries and their waits included
+    /// (async-openai's own retry would sleep for any `Retry-After`; see `llm/retry.rs`).
+    timeout: Duration,
 }
 
 // === impl Llm ===
@@ -241,9 +246,12 @@ impl Llm {
             .build()
             .unwrap_or_default();
         // 429, 5xx and connection errors are retried with exponential backoff, honouring
-        // Retry-After, by async-openai's own retry layer.
+        // Retry-After when the wait ends within FLEET_LLM_TIMEOUT (`llm/retry.rs`).
         let service = tower::ServiceBuilder::new()
-            .layer(OpenAIRetryLayer::new(args.llm_retries))
+            .layer(retry::BoundedRetryLayer {
+                retries: args.llm_retries,
+                budget: args.llm_timeout,
+            })
             .service(ReqwestService::new(http));
         if let Some(endpoint) = &args.azure_openai_endpoint {
             let mut config = AzureConfig::new()
@@ -263,6 +271,7 @@ impl Llm {
                 provider: "azure.ai.openai",
                 server: host_and_port(endpoint),
                 keys: args.azure_openai_api_key.iter().cloned().collect(),
+                timeout: args.llm_timeout,
             });
         }
         let mut config = OpenAIConfig::new();
@@ -286,6 +295,7 @@ impl Llm {
                     .unwrap_or(async_openai::config::OPENAI_API_BASE),
             ),
             keys: args.openai_api_key.iter().cloned().collect(),
+            timeout: args.llm_timeout,
         })
     }
 
@@ -299,7 +309,8 @@ impl Llm {
         self.provider
     }
 
-    /// Sends one chat completion request (the model is filled in when empty).
+    /// Sends one chat completion request (the model is filled in when empty); the call, its
+    /// retries and their waits end within `FLEET_LLM_TIMEOUT`, else it is a retryable error.
     ///
     /// # Errors
     ///
@@ -353,7 +364,21 @@ impl Llm {
                 }
             }
         };
-        tracing::Instrument::instrument(call, span).await
+        let call = tracing::Instrument::instrument(call, span.clone());
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let e = LlmError::Retryable {
+                    message: format!(
+                        "no answer within FLEET_LLM_TIMEOUT ({})",
+                        humantime::format_duration(self.timeout)
+                    ),
+                    after: None,
+                };
+                span.in_scope(|| crate::telemetry::record_error("timeout", &e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Asks a plain question and returns the answer text.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use fleet_common::config::{LlmArgs, NatsArgs, TelemetryArgs, parse_duration};
 
-use crate::classifier::ResponseFormatMode;
+use crate::classifier::{CacheSize, ResponseFormatMode};
 
 /// Default number of requests handled at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -17,6 +17,9 @@ pub const DEFAULT_ACK_WAIT: &str = "30s";
 pub const DEFAULT_LLM_CONCURRENCY: usize = 64;
 /// Default number of cached classifications.
 pub const DEFAULT_CLASSIFY_CACHE_SIZE: u64 = 10_000;
+/// Default bytes the classification cache holds (with 64 KiB requests, 10,000 entries alone
+/// could take about 1.3 GB: the text is in the key and often in the input).
+pub const DEFAULT_CLASSIFY_CACHE_BYTES: &str = "16MiB";
 /// Default life of a cached classification.
 pub const DEFAULT_CLASSIFY_CACHE_TTL: &str = "10m";
 /// Default failed LLM calls in a row that open the circuit.
@@ -63,9 +66,10 @@ pub struct Config {
     #[arg(long, env = "FLEET_LLM_CONCURRENCY", default_value_t = DEFAULT_LLM_CONCURRENCY)]
     pub llm_concurrency: usize,
 
-    /// Classifications kept in the cache (0 turns it off).
-    #[arg(long, env = "FLEET_CLASSIFY_CACHE_SIZE", default_value_t = DEFAULT_CLASSIFY_CACHE_SIZE)]
-    pub classify_cache_size: u64,
+    /// How much the classification cache holds: entries (`FLEET_CLASSIFY_CACHE_SIZE`) and
+    /// bytes (`FLEET_CLASSIFY_CACHE_BYTES`).
+    #[command(flatten)]
+    pub classify_cache_size: CacheSize,
 
     /// How long a cached classification is used.
     #[arg(long, env = "FLEET_CLASSIFY_CACHE_TTL", default_value = DEFAULT_CLASSIFY_CACHE_TTL, value_parser = parse_duration)]

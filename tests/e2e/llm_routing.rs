@@ -574,3 +574,102 @@ async fn chat_is_answered_through_the_llm() {
     );
     assert_eq!(chats[0].last_user_message().as_deref(), Some(prompt));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llm_waits_are_bounded_by_the_llm_timeout() {
+    // FLEET_LLM_RETRIES is 2 (the default): a Retry-After that fits in the timeout is honoured,
+    // one that does not is never slept on.
+    let openai = FakeOpenAi::start().await;
+    let env = start(&openai, |b| b.env("FLEET_LLM_TIMEOUT", "5s")).await;
+
+    // An hour: no retry, the rules route at once (async-openai alone would sleep the hour).
+    let text = "Make the letter `h` uppercase";
+    openai.push(Reply::error(429, "Rate limit reached for requests").header("Retry-After", "3600"));
+    let started = std::time::Instant::now();
+    let result = request(&env, "llm-hour", text).await;
+    let took = started.elapsed();
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["output"], json!({"text": "H"}), "{result:#}");
+    assert!(
+        took < Duration::from_secs(5),
+        "routed within FLEET_LLM_TIMEOUT, not after the hour: {took:?}"
+    );
+    assert_eq!(
+        openai.routing_calls_for(text).len(),
+        1,
+        "a wait past the timeout is not taken"
+    );
+
+    // 3 s each time: the first wait fits in 5 s, the second would end past it.
+    let text = "Make the letter `k` uppercase";
+    for _ in 0..3 {
+        openai
+            .push(Reply::error(429, "Rate limit reached for requests").header("Retry-After", "3"));
+    }
+    let started = std::time::Instant::now();
+    let result = request(&env, "llm-three", text).await;
+    let took = started.elapsed();
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["output"], json!({"text": "K"}), "{result:#}");
+    let calls = openai.routing_calls_for(text);
+    assert_eq!(calls.len(), 2, "one wait of 3 s fits in 5 s, two do not");
+    let gap = calls[1].at.duration_since(calls[0].at);
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "Retry-After honoured: {gap:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(openai.queued(), 1, "the third 429 was never asked for");
+
+    // Routing answers are capped.
+    let cap = &calls[0].body["max_completion_tokens"];
+    assert!(
+        cap.as_u64().is_some_and(|n| (64..=8192).contains(&n)),
+        "routing calls cap their answer: {:#}",
+        calls[0].body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llm_prompts_show_at_most_4_kib_of_the_request() {
+    let openai = FakeOpenAi::start().await;
+    let env = start(&openai, |b| b).await;
+    let opening = "Tell me a long story about dragons:";
+    let text = format!("{opening}{}", " dragons and knights".repeat(1000));
+    assert!(text.len() > 16 * 1024);
+    // The default reply routes to `chat` with the user message as the prompt: the cut text.
+    let result = request(&env, "llm-long", &text).await;
+    assert_outcome(&result, "succeeded", None);
+
+    let calls = openai.routing_calls_for(opening);
+    assert_eq!(
+        calls.len(),
+        1,
+        "an answer copying the cut text is not retried"
+    );
+    let shown = calls[0].last_user_message().unwrap_or_default();
+    assert!(
+        shown.len() <= 4096 + 100,
+        "the prompt shows at most 4 KiB of the request: {} bytes",
+        shown.len()
+    );
+    assert!(
+        shown.ends_with(&format!(
+            "[The request goes on: only its first 4096 of {} bytes are shown.]",
+            text.len()
+        )),
+        "and says so: {}",
+        &shown[shown.len().saturating_sub(120)..]
+    );
+    assert_eq!(
+        result["classified_by"], "rules",
+        "an input cut where the prompt was cut never runs: {result:#}"
+    );
+    assert_eq!(result["task"], "chat", "{result:#}");
+    assert_eq!(
+        result["input"]["prompt"], text,
+        "the rules pass the whole request on"
+    );
+}

@@ -6,6 +6,11 @@
 //! connection errors, honouring Retry-After) count toward a circuit breaker; while it is open
 //! the rules route without calling the LLM. Decisions are cached by normalised text, catalog
 //! version and model; at most a bounded number of calls are in flight.
+//!
+//! Every call is bounded: the prompt shows at most [`PROMPT_TEXT_MAX`] bytes of the request (an
+//! answer that copies text up to that cut is not used: the rules route the whole text), the
+//! answer at most [`ROUTING_MAX_TOKENS`] tokens, and the call with its retries and their
+//! waits ends within `FLEET_LLM_TIMEOUT` (see `fleet_common::llm`).
 
 use std::{
     sync::{
@@ -31,10 +36,16 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::{
-    Breaker, Classify, ClassifyError, Decision, DecisionCache,
-    prompt::{response_schema, system_prompt},
+    Breaker, CacheSize, Classify, ClassifyError, Decision, DecisionCache,
+    prompt::{PROMPT_TEXT_MAX, RequestText, response_schema, system_prompt},
 };
 use crate::metrics::Metrics;
+
+/// The most tokens a routing answer may take. An answer is a task name and an input copied
+/// from at most [`PROMPT_TEXT_MAX`] bytes of request (about 1,000 tokens of English, up to
+/// one a byte in other scripts), in JSON; a model that rambles (small local models repeat
+/// themselves until the context is full) stops here instead of costing time and tokens.
+pub const ROUTING_MAX_TOKENS: u32 = 4_096 + 512;
 
 /// How the answer's shape is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,8 +65,8 @@ pub struct LlmClassifierConfig {
     pub response_format: ResponseFormatMode,
     /// Classifications in flight at once.
     pub concurrency: usize,
-    /// Cached decisions (0: no cache).
-    pub cache_size: u64,
+    /// How much the decision cache holds (entries and bytes; either 0: no cache).
+    pub cache_size: CacheSize,
     /// How long a cached decision is used.
     pub cache_ttl: Duration,
     /// Failed calls in a row that open the circuit.
@@ -100,7 +111,9 @@ impl LlmClassifier {
             mode: config.response_format,
             json_schema_refused: AtomicBool::new(false),
             permits: Semaphore::new(config.concurrency.max(1)),
-            cache: (config.cache_size > 0)
+            cache: config
+                .cache_size
+                .is_on()
                 .then(|| DecisionCache::new(config.cache_size, config.cache_ttl)),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             metrics,
@@ -139,11 +152,21 @@ impl LlmClassifier {
             .await
             .map_err(|_| ClassifyError::Unavailable("shutting down".into()))?;
 
-        let mut messages = self.messages(text, catalog);
+        let shown = RequestText::new(text);
+        let mut messages = self.messages(&shown, catalog);
         let mut usage: Option<LlmUsage> = None;
         for round in 0..2 {
             let content = self.call(&mut messages, catalog, &mut usage).await?;
-            match parse_answer(&content, catalog) {
+            let answer = parse_answer(&content, catalog);
+            if let Answer::Valid(decision) = &answer
+                && shown.copied_up_to_the_cut(&decision.input)
+            {
+                // Asking again would not show the model the rest; the rules read all of it.
+                return Err(ClassifyError::Invalid(format!(
+                    "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
+                )));
+            }
+            match answer {
                 Answer::Valid(mut decision) => {
                     decision.usage = usage;
                     if let Some(cache) = &self.cache {
@@ -175,7 +198,11 @@ impl LlmClassifier {
         Err(ClassifyError::Invalid("no valid answer".into()))
     }
 
-    fn messages(&self, text: &str, catalog: &Catalog) -> Vec<ChatCompletionRequestMessage> {
+    fn messages(
+        &self,
+        text: &RequestText<'_>,
+        catalog: &Catalog,
+    ) -> Vec<ChatCompletionRequestMessage> {
         let mut messages = vec![ChatCompletionRequestMessage::System(
             ChatCompletionRequestSystemMessage::from(system_prompt(
                 catalog,
@@ -183,7 +210,7 @@ impl LlmClassifier {
             )),
         )];
         messages.push(ChatCompletionRequestMessage::User(
-            ChatCompletionRequestUserMessage::from(text),
+            ChatCompletionRequestUserMessage::from(text.prompt()),
         ));
         messages
     }
@@ -206,6 +233,7 @@ impl LlmClassifier {
                 model: self.llm.model().to_owned(),
                 messages: messages.to_vec(),
                 temperature: Some(0.0),
+                max_completion_tokens: Some(ROUTING_MAX_TOKENS),
                 response_format: Some(if json_schema {
                     ResponseFormat::JsonSchema {
                         json_schema: ResponseFormatJsonSchema {

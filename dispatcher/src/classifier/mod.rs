@@ -13,9 +13,9 @@ mod rules;
 
 pub use self::{
     breaker::Breaker,
-    cache::DecisionCache,
+    cache::{CacheSize, DecisionCache, parse_bytes},
     decision::{Classify, ClassifyError, Decision, FALLBACK_TASK},
-    llm::{LlmClassifier, LlmClassifierConfig, ResponseFormatMode},
-    prompt::{response_schema, strict_schema},
+    llm::{LlmClassifier, LlmClassifierConfig, ROUTING_MAX_TOKENS, ResponseFormatMode},
+    prompt::{PROMPT_TEXT_MAX, response_schema, strict_schema},
     rules::{Rules, chat, route},
 };

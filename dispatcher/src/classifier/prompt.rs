@@ -5,11 +5,110 @@
 //! (OpenAI, vLLM and llama.cpp turn it into a grammar). The catalog's example requests are
 //! listed under each task. (Few-shot turns made of them were tried and dropped: the 135M local
 //! model copied the last example's task, 5/12 right against 9/12 without them.)
+//!
+//! Prompts are bounded before they reach the LLM, whatever a request or a catalog entry holds:
+//! the user message shows at most [`PROMPT_TEXT_MAX`] bytes of the request's text and says when
+//! it was cut; each task shows at most [`DESCRIPTION_MAX`] bytes of description and
+//! [`EXAMPLES_MAX`] examples of at most [`EXAMPLE_MAX`] bytes. Input schemas are shown whole:
+//! the answer must match them.
 
 use fleet_common::catalog::{Catalog, TaskSpec};
 use serde_json::{Map, Value, json};
 
 use super::FALLBACK_TASK;
+
+/// The most bytes of a request's text a prompt shows. `FLEET_MAX_REQUEST_BYTES` lets a request
+/// be 64 KiB; the task it asks for shows in its first words, and every byte shown costs about a
+/// quarter of a token on each call (two with a corrective retry).
+pub const PROMPT_TEXT_MAX: usize = 4 * 1024;
+/// The most bytes of a task's description a prompt shows.
+pub(crate) const DESCRIPTION_MAX: usize = 1024;
+/// The most example requests a prompt shows per task.
+pub(crate) const EXAMPLES_MAX: usize = 5;
+/// The most bytes of one example request a prompt shows.
+pub(crate) const EXAMPLE_MAX: usize = 256;
+
+/// How many characters at the end of a cut text identify it (see
+/// [`RequestText::copied_up_to_the_cut`]).
+const CUT_TAIL_CHARS: usize = 24;
+
+/// A request's text as a prompt shows it: whole, or its first [`PROMPT_TEXT_MAX`] bytes (at a
+/// character boundary) and a line saying how much more there is.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestText<'a> {
+    /// What the prompt shows.
+    shown: &'a str,
+    /// The whole text's length in bytes.
+    total: usize,
+}
+
+// === impl RequestText ===
+
+impl<'a> RequestText<'a> {
+    pub(super) fn new(text: &'a str) -> Self {
+        Self {
+            shown: clip(text, PROMPT_TEXT_MAX),
+            total: text.len(),
+        }
+    }
+
+    /// Whether the prompt shows less than the whole text.
+    pub(super) fn is_cut(&self) -> bool {
+        self.shown.len() < self.total
+    }
+
+    /// The user message.
+    pub(super) fn prompt(&self) -> String {
+        if self.is_cut() {
+            format!(
+                "{}\n\n[The request goes on: only its first {} of {} bytes are shown.]",
+                self.shown,
+                self.shown.len(),
+                self.total
+            )
+        } else {
+            self.shown.to_owned()
+        }
+    }
+
+    /// Whether an answer's input copies the text right up to the cut: such an input stops
+    /// where the prompt did, not where the request does, so it must not run.
+    pub(super) fn copied_up_to_the_cut(&self, input: &Value) -> bool {
+        if !self.is_cut() {
+            return false;
+        }
+        let shown = self.shown.trim_end();
+        let tail_start = shown
+            .char_indices()
+            .rev()
+            .nth(CUT_TAIL_CHARS - 1)
+            .map_or(0, |(i, _)| i);
+        let tail = &shown[tail_start..];
+        !tail.is_empty() && any_string(input, &|s| s.contains(tail))
+    }
+}
+
+/// Whether any string in `value` passes `test`.
+fn any_string(value: &Value, test: &dyn Fn(&str) -> bool) -> bool {
+    match value {
+        Value::String(s) => test(s),
+        Value::Array(items) => items.iter().any(|v| any_string(v, test)),
+        Value::Object(map) => map.values().any(|v| any_string(v, test)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The tasks the LLM may choose: all but the explicit-only ones.
 pub(super) fn choices(catalog: &Catalog) -> Vec<&TaskSpec> {
@@ -144,13 +243,20 @@ pub(super) fn system_prompt(catalog: &Catalog, schema_in_prompt: bool) -> String
          Tasks:\n",
     );
     for spec in choices(catalog) {
-        text.push_str(&format!("\n- {}: {}\n", spec.name, spec.description));
+        text.push_str(&format!(
+            "\n- {}: {}\n",
+            spec.name,
+            clip(&spec.description, DESCRIPTION_MAX)
+        ));
         text.push_str(&format!(
             "  input: {}\n",
             serde_json::to_string(&strict_schema(&spec.input_schema)).unwrap_or_default()
         ));
-        for example in &spec.examples {
-            text.push_str(&format!("  example request: {example}\n"));
+        for example in spec.examples.iter().take(EXAMPLES_MAX) {
+            text.push_str(&format!(
+                "  example request: {}\n",
+                clip(example, EXAMPLE_MAX)
+            ));
         }
     }
     text.push_str(&format!(
@@ -170,6 +276,59 @@ pub(super) fn system_prompt(catalog: &Catalog, schema_in_prompt: bool) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_requests_are_cut_at_a_character_and_say_so() {
+        let short = RequestText::new("Make the letter x uppercase");
+        assert!(!short.is_cut());
+        assert_eq!(short.prompt(), "Make the letter x uppercase");
+
+        // 64 KiB of two-byte characters: the cut falls inside none of them.
+        let long = "é".repeat(32 * 1024);
+        let text = RequestText::new(&long);
+        assert!(text.is_cut());
+        let prompt = text.prompt();
+        assert!(prompt.len() < PROMPT_TEXT_MAX + 100, "{}", prompt.len());
+        assert!(prompt.starts_with(&"é".repeat(PROMPT_TEXT_MAX / 2)));
+        assert!(
+            prompt
+                .ends_with("[The request goes on: only its first 4096 of 65536 bytes are shown.]"),
+            "{}",
+            &prompt[PROMPT_TEXT_MAX..]
+        );
+    }
+
+    #[test]
+    fn answers_that_copy_up_to_the_cut_are_spotted() {
+        let long = format!("Uppercase this: {}", "abcdefghij ".repeat(1000));
+        let text = RequestText::new(&long);
+        let copied = &long[16..PROMPT_TEXT_MAX];
+        assert!(text.copied_up_to_the_cut(&json!({"text": copied, "op": "upper"})));
+        assert!(text.copied_up_to_the_cut(&json!({"items": [{"text": format!("{copied}…")}]})));
+        assert!(!text.copied_up_to_the_cut(&json!({"text": "abcdefghij", "op": "upper"})));
+        assert!(!text.copied_up_to_the_cut(&json!({"prompt": 5})));
+        // Nothing was cut: copying the whole text is right.
+        let whole = RequestText::new("Uppercase this: abc");
+        assert!(!whole.copied_up_to_the_cut(&json!({"text": "Uppercase this: abc"})));
+    }
+
+    #[test]
+    fn catalog_text_is_bounded_in_the_system_prompt() {
+        // Whoever may write the catalog could put megabytes in an entry.
+        let spec: TaskSpec = serde_json::from_value(json!({
+            "name": "big.task",
+            "description": "d".repeat(100_000),
+            "input_schema": {"type": "object", "properties": {}},
+            "output": "",
+            "examples": vec!["e".repeat(10_000); 100],
+        }))
+        .expect("a catalog entry");
+        let mut catalog = Catalog::default();
+        catalog.insert(spec).expect("a valid spec");
+        let prompt = system_prompt(&catalog, true);
+        assert!(prompt.len() < 8 * 1024, "{}", prompt.len());
+        assert_eq!(prompt.matches("example request: ").count(), EXAMPLES_MAX);
+    }
 
     #[test]
     fn refs_are_inlined() {
