@@ -9,7 +9,7 @@ use fleet_common::{
     topology::Fleet,
 };
 
-use crate::{EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, dlq, eval, inspect, stats, submit};
+use crate::{EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, dlq, eval, inspect, setup, stats, submit};
 
 /// Default time `--wait` and `watch` wait for a result.
 pub(crate) const DEFAULT_TIMEOUT: &str = "120s";
@@ -120,6 +120,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create or update the streams, buckets and durable consumers (as the NATS admin user), for
+    /// dispatchers and workers that run with FLEET_MANAGE_STREAMS=false.
+    Setup(setup::SetupArgs),
     /// Print a shell completion script: `source <(fleet completion bash)`.
     Completion {
         /// The shell.
@@ -161,6 +164,11 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             return EXIT_NO_NATS;
         }
     };
+    // `setup` makes the fleet that the other commands find.
+    let command = match cli.command {
+        Command::Setup(args) => return setup::setup(client, &nats, args).await,
+        other => other,
+    };
     let fleet = match Fleet::bind(client, &nats).await {
         Ok(f) => f,
         Err(e) => {
@@ -168,7 +176,7 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             return EXIT_NO_NATS;
         }
     };
-    let code = match cli.command {
+    let code = match command {
         Command::Submit(args) => submit::submit(&fleet, args, cli.otlp.exports()).await,
         Command::Status { id, json } => inspect::status(&fleet, &id, json).await,
         Command::Watch { id, timeout, json } => submit::watch(&fleet, &id, timeout, json).await,
@@ -187,8 +195,8 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             json,
         } => inspect::trace(&fleet, &id, &jaeger_url, json).await,
         Command::Stats { json } => stats::stats(&fleet, json).await,
-        // Answered above, without NATS.
-        Command::Completion { .. } => EXIT_OK,
+        // Answered above: completion without NATS, setup before the fleet is bound.
+        Command::Completion { .. } | Command::Setup(_) => EXIT_OK,
     };
     // Publishes are awaited, but make sure nothing is left in the client's buffer.
     fleet.flush().await;

@@ -11,6 +11,7 @@
 //! - `inspect` - `status`, `catalog`, `trace`.
 //! - `dlq` - `dlq list`, `dlq replay`, `dlq purge`.
 //! - `stats` - each task's queue.
+//! - `setup` - creating the streams, buckets and consumers (admin).
 //! - `eval` - routing accuracy on labelled requests.
 //! - `output` - printing results and states.
 //! - `progress` - the spinner while waiting, on a terminal only.
@@ -21,6 +22,7 @@ mod eval;
 mod inspect;
 mod output;
 mod progress;
+mod setup;
 mod stats;
 mod submit;
 

@@ -12,9 +12,11 @@ use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
 mod context;
+mod manage;
 mod nats;
 
 pub use context::selected_context;
+pub use manage::ManageArgs;
 pub use nats::{NatsArgs, redact_url};
 
 /// Default NATS server list.

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    consumer::pull,
+    consumer::{AckPolicy, pull},
     kv,
     stream::{self, RetentionPolicy, StorageType},
 };
 
-use crate::{Error, config::NatsArgs};
+use crate::{
+    Error,
+    config::{ManageArgs, NatsArgs},
+};
 
 /// The JetStream duplicate window used for `Nats-Msg-Id` deduplication of requests and tasks.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -126,6 +129,35 @@ impl Topology {
     pub fn worker_consumer(&self, task: &str) -> String {
         format!("worker-{}", task.replace('.', "_"))
     }
+
+    /// The settings of [`Self::dispatcher_consumer`] on the requests stream, the same whether a
+    /// dispatcher or `fleet setup` creates it.
+    pub fn dispatcher_consumer_config(&self, ack_wait: Duration) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.dispatcher_consumer().to_owned()),
+            description: Some("shared by every dispatcher".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            max_deliver: -1,
+            ..Default::default()
+        }
+    }
+
+    /// The settings of [`Self::worker_consumer`] of `task` on the tasks stream, the same
+    /// whether a worker or `fleet setup` creates it.
+    pub fn worker_consumer_config(&self, task: &str, ack_wait: Duration) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.worker_consumer(task)),
+            description: Some(format!("shared by every worker running {task}")),
+            filter_subject: self.task_subject(task),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            // The worker counts attempts itself (in the status record) and moves the last one
+            // to the DLQ, so the server must keep redelivering.
+            max_deliver: -1,
+            ..Default::default()
+        }
+    }
 }
 
 /// One fleet on one NATS connection: its names, JetStream context, and buckets.
@@ -143,6 +175,9 @@ pub struct Fleet {
     pub(crate) status: kv::Store,
     /// `<prefix>-catalog`.
     pub(crate) catalog: kv::Store,
+    /// Whether this process may create and update streams and consumers
+    /// (`FLEET_MANAGE_STREAMS`); without it, [`Fleet::durable_pull`] only looks consumers up.
+    pub(crate) manage: bool,
 }
 
 // === impl Fleet ===
@@ -264,13 +299,113 @@ impl Fleet {
             topology,
             status,
             catalog,
+            manage: true,
         })
+    }
+
+    /// Opens the fleet for a dispatcher or worker: [`Fleet::setup`] when it may manage streams
+    /// (`FLEET_MANAGE_STREAMS`, true by default), else [`Fleet::existing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::setup`] or [`Fleet::existing`].
+    pub async fn open(
+        client: async_nats::Client,
+        args: &NatsArgs,
+        manage: &ManageArgs,
+    ) -> Result<Self, Error> {
+        if manage.manage_streams {
+            Self::setup(client, args).await
+        } else {
+            Self::existing(client, args).await
+        }
+    }
+
+    /// Opens a fleet that `fleet setup` made, creating and changing nothing: for a dispatcher
+    /// or worker whose NATS user has no stream-admin rights (`FLEET_MANAGE_STREAMS=false`).
+    /// Its [`Fleet::durable_pull`] then only looks consumers up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] naming `fleet setup` when a stream or bucket does not exist, or the
+    /// server's answer when they cannot be looked up.
+    pub async fn existing(client: async_nats::Client, args: &NatsArgs) -> Result<Self, Error> {
+        let topology = Topology::new(&args.prefix);
+        let js = jetstream::new(client.clone());
+        for name in [
+            topology.requests_stream(),
+            topology.tasks_stream(),
+            topology.results_stream(),
+            topology.dlq_stream(),
+        ] {
+            look_up(
+                &format!("find stream {name}"),
+                &format!("stream {name}"),
+                || js.get_stream(&name),
+            )
+            .await?;
+        }
+        let open = |bucket: String| {
+            let js = js.clone();
+            async move {
+                let op = format!("open bucket {bucket}");
+                let what = format!("bucket {bucket}");
+                look_up(&op, &what, || js.get_key_value(bucket.clone())).await
+            }
+        };
+        let status = open(topology.status_bucket()).await?;
+        let catalog = open(topology.catalog_bucket()).await?;
+        crate::telemetry::remember_server(&client).await;
+        Ok(Self {
+            client,
+            js,
+            topology,
+            status,
+            catalog,
+            manage: false,
+        })
+    }
+
+    /// Creates or updates the durable consumers of the dispatchers and of the workers of
+    /// `tasks` with `ack_wait`, as `fleet setup` does; returns `(stream, consumer)` pairs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a task name cannot be part of a subject; [`Error::JetStream`]
+    /// when the server refuses a consumer (an existing one with settings it cannot change).
+    pub async fn setup_consumers(
+        &self,
+        tasks: &[String],
+        ack_wait: Duration,
+    ) -> Result<Vec<(String, String)>, Error> {
+        if let Some(bad) = tasks.iter().find(|t| !is_task_name(t)) {
+            return Err(Error::Config(format!(
+                "`{bad}` is not a task name: use letters, digits, `_`, `-` and single dots"
+            )));
+        }
+        let t = &self.topology;
+        let mut wanted = vec![(t.requests_stream(), t.dispatcher_consumer_config(ack_wait))];
+        for task in tasks {
+            wanted.push((t.tasks_stream(), t.worker_consumer_config(task, ack_wait)));
+        }
+        let mut made = Vec::new();
+        for (stream, config) in wanted {
+            let name = config.durable_name.clone().unwrap_or_default();
+            retry_setup(&format!("create consumer {name} on {stream}"), || {
+                self.js
+                    .create_consumer_on_stream(config.clone(), stream.clone())
+            })
+            .await?;
+            made.push((stream, name));
+        }
+        Ok(made)
     }
 
     /// Binds the durable pull consumer `config` on `stream`, creating it when missing.
     ///
     /// When a consumer of that name exists with other settings that the server will not change,
-    /// the existing one is used and a warning says so.
+    /// the existing one is used and a warning says so. A fleet opened with
+    /// [`Fleet::existing`] creates nothing: the consumer must exist (`fleet setup`).
     ///
     /// # Errors
     ///
@@ -281,6 +416,9 @@ impl Fleet {
         config: pull::Config,
     ) -> Result<jetstream::consumer::PullConsumer, Error> {
         let name = config.durable_name.clone().unwrap_or_default();
+        if !self.manage {
+            return self.existing_pull(stream, &config).await;
+        }
         let op = format!("create consumer {name} on {stream}");
         match retry_setup(&op, || {
             self.js
@@ -297,6 +435,39 @@ impl Fleet {
                 Err(_) => Err(create_err),
             },
         }
+    }
+
+    /// Looks up the durable consumer `config` names on `stream`, for a process that may not
+    /// create it; its filter must be `config`'s, and a different `ack_wait` is warned about.
+    async fn existing_pull(
+        &self,
+        stream: &str,
+        config: &pull::Config,
+    ) -> Result<jetstream::consumer::PullConsumer, Error> {
+        let name = config.durable_name.clone().unwrap_or_default();
+        let mut consumer: jetstream::consumer::PullConsumer = look_up(
+            &format!("find consumer {name} on {stream}"),
+            &format!("consumer {name} on stream {stream}"),
+            || self.js.get_consumer_from_stream(&name, stream),
+        )
+        .await?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| Error::js(format!("read consumer {name}"), e))?;
+        if info.config.filter_subject != config.filter_subject {
+            return Err(Error::js(
+                format!("find consumer {name} on {stream}"),
+                format!(
+                    "it reads `{}`, not `{}`; recreate it with `fleet setup` as the NATS admin user",
+                    info.config.filter_subject, config.filter_subject
+                ),
+            ));
+        }
+        if info.config.ack_wait != config.ack_wait {
+            tracing::warn!(consumer = %name, theirs = ?info.config.ack_wait, ours = ?config.ack_wait, "the consumer's ack wait is not FLEET_ACK_WAIT; run `fleet setup` with the same FLEET_ACK_WAIT");
+        }
+        Ok(consumer)
     }
 
     /// Opens a fleet that a dispatcher or worker has set up, changing nothing (for the client).
@@ -331,6 +502,7 @@ impl Fleet {
             topology,
             status,
             catalog,
+            manage: false,
         })
     }
 
@@ -388,6 +560,48 @@ async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store
     .await
 }
 
+/// Whether `task` can be the last tokens of `<prefix>.tasks.<task>`.
+fn is_task_name(task: &str) -> bool {
+    !task.is_empty()
+        && task.split('.').all(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
+/// Looks something up that a process without stream-admin rights needs, retrying as
+/// [`retry_setup`] does but failing at once, naming `fleet setup`, when the server says it does
+/// not exist (`stream not found`, `consumer not found`).
+async fn look_up<T, F, Fut, E>(op: &str, what: &str, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut last = String::new();
+    for attempt in 0..5u32 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.to_string().contains("not found") => {
+                return Err(Error::js(
+                    op,
+                    format!(
+                        "{what} does not exist, and with FLEET_MANAGE_STREAMS=false this process \
+                         may not create it: run `fleet setup` as the NATS admin user first ({e})"
+                    ),
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(op, error = %e, attempt, "look-up failed, retrying");
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    Err(Error::js(op, last))
+}
+
 /// Runs a set-up call up to five times: processes starting together race to create the same
 /// stream, and the loser's first answer is an error.
 async fn retry_setup<T, F, Fut, E>(op: &str, mut f: F) -> Result<T, Error>
@@ -422,5 +636,27 @@ mod tests {
         assert_eq!(t.status_bucket(), "my-fleet-status");
         assert_eq!(t.worker_consumer("text.transform"), "worker-text_transform");
         assert_eq!(t.dlq_subject("unreadable"), "my-fleet.dlq.unreadable");
+    }
+
+    #[test]
+    fn worker_consumers_read_their_task_only() {
+        let t = Topology::new("fleet");
+        let c = t.worker_consumer_config("text.transform", Duration::from_secs(30));
+        assert_eq!(c.durable_name.as_deref(), Some("worker-text_transform"));
+        assert_eq!(c.filter_subject, "fleet.tasks.text.transform");
+        assert_eq!(c.max_deliver, -1);
+        let d = t.dispatcher_consumer_config(Duration::from_secs(2));
+        assert_eq!(d.durable_name.as_deref(), Some("dispatcher"));
+        assert_eq!(d.ack_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn task_names_are_subject_tokens() {
+        for ok in ["chat", "github.repo_info", "a-b.c_d"] {
+            assert!(is_task_name(ok), "{ok}");
+        }
+        for bad in ["", ".a", "a.", "a..b", "a.*", "a b", "a.>"] {
+            assert!(!is_task_name(bad), "{bad}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use fleet_common::config::{LlmArgs, NatsArgs, TelemetryArgs, parse_duration};
+use fleet_common::config::{LlmArgs, ManageArgs, NatsArgs, TelemetryArgs, parse_duration};
 
 use crate::classifier::{CacheSize, ResponseFormatMode};
 
@@ -36,6 +36,11 @@ pub struct Config {
     /// How to reach NATS.
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    /// Whether this dispatcher creates the streams, buckets and its consumers, or only uses the
+    /// ones `fleet setup` made.
+    #[command(flatten)]
+    pub streams: ManageArgs,
 
     /// Logs, traces, metrics.
     #[command(flatten)]

@@ -28,10 +28,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{
-    AckKind, Message,
-    consumer::{self, AckPolicy},
-};
+use async_nats::jetstream::{AckKind, Message, consumer};
 use fleet_common::{
     catalog::{self, Catalog, SharedCatalog, snapshot},
     health::{self, Readiness},
@@ -69,7 +66,7 @@ const CATALOG_SETTLE: Duration = Duration::from_millis(750);
 /// ```
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let client = config.nats.connect("fleet-dispatcher", true).await?;
-    let fleet = Fleet::setup(client, &config.nats).await?;
+    let fleet = Fleet::open(client, &config.nats, &config.streams).await?;
     let stop = CancellationToken::new();
 
     let metrics = Metrics::default();
@@ -182,7 +179,8 @@ pub fn classifier(config: &Config, metrics: &Metrics) -> Arc<dyn Classify> {
     }
 }
 
-/// Binds the durable pull consumer every dispatcher shares, creating it when missing.
+/// Binds the durable pull consumer every dispatcher shares, creating it when missing (unless
+/// `FLEET_MANAGE_STREAMS=false`: then it must exist).
 ///
 /// # Errors
 ///
@@ -194,14 +192,7 @@ pub async fn bind_consumer(
     fleet
         .durable_pull(
             &fleet.topology().requests_stream(),
-            consumer::pull::Config {
-                durable_name: Some(fleet.topology().dispatcher_consumer().to_owned()),
-                description: Some("shared by every dispatcher".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait,
-                max_deliver: -1,
-                ..Default::default()
-            },
+            fleet.topology().dispatcher_consumer_config(ack_wait),
         )
         .await
 }

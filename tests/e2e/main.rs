@@ -20,6 +20,7 @@ mod metrics;
 mod permanent_failure;
 mod prometheus;
 mod retries;
+mod roles;
 mod secrets;
 mod seed;
 mod server_restart;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use fleet_common::config::{LlmArgs, NatsArgs, TelemetryArgs, parse_duration};
+use fleet_common::config::{LlmArgs, ManageArgs, NatsArgs, TelemetryArgs, parse_duration};
 use secrecy::SecretString;
 
 /// Default number of tasks in flight per worker.
@@ -30,6 +30,11 @@ pub struct Config {
     /// How to reach NATS.
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    /// Whether this worker creates the streams, buckets and its consumers, or only uses the
+    /// ones `fleet setup` made.
+    #[command(flatten)]
+    pub streams: ManageArgs,
 
     /// Logs, traces, metrics.
     #[command(flatten)]

@@ -25,7 +25,7 @@ pub mod tasks;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::PullConsumer;
 use fleet_common::{
     health::{self, Readiness},
     topology::Fleet,
@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let fleet = tokio::select! {
         fleet = async {
             let client = config.nats.connect("fleet-worker", true).await?;
-            Fleet::setup(client, &config.nats).await
+            Fleet::open(client, &config.nats, &config.streams).await
         } => fleet?,
         _ = &mut shutdown => {
             tracing::info!("stopped while starting");
@@ -149,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// Binds the durable pull consumer every worker running `task` shares, creating it when
-/// missing.
+/// missing (unless `FLEET_MANAGE_STREAMS=false`: then it must exist, `fleet setup --tasks`).
 ///
 /// # Errors
 ///
@@ -162,17 +162,7 @@ pub async fn bind_consumer(
     fleet
         .durable_pull(
             &fleet.topology().tasks_stream(),
-            pull::Config {
-                durable_name: Some(fleet.topology().worker_consumer(task)),
-                description: Some(format!("shared by every worker running {task}")),
-                filter_subject: fleet.topology().task_subject(task),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait,
-                // The worker counts attempts itself (in the status record) and moves the last
-                // one to the DLQ, so the server must keep redelivering.
-                max_deliver: -1,
-                ..Default::default()
-            },
+            fleet.topology().worker_consumer_config(task, ack_wait),
         )
         .await
 }

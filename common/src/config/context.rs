@@ -4,7 +4,7 @@
 //! `~/.config`), and `nats/context.txt` names the one `nats context select` chose (ADR-8 of the
 //! NATS architecture decisions). Every key is present in natscli's files, unset ones as `""`.
 //! The fleet reads the keys a connection needs (`url`, `creds`, `user`, `password`, `token`,
-//! `nkey`, `cert`, `key`, `ca`); a context that relies on anything else (an `nsc` reference, a
+//! `nkey`, `cert`, `key`, `ca`, `inbox_prefix`); a context that relies on anything else (an `nsc` reference, a
 //! JetStream domain or API prefix, a user JWT, TLS-first) is refused or warned about, never
 //! silently half-used.
 
@@ -36,6 +36,8 @@ pub(super) struct NatsContext {
     pub(super) key: Option<PathBuf>,
     /// `ca`: the servers' certificate authority.
     pub(super) ca: Option<PathBuf>,
+    /// `inbox_prefix`: the prefix of reply subjects.
+    pub(super) inbox_prefix: Option<String>,
 }
 
 /// The file as natscli writes it. Not `Debug`: it holds the password and token in clear.
@@ -146,7 +148,6 @@ fn from_file(name: &str, file: ContextFile) -> Result<NatsContext, Error> {
         ("jetstream_domain", &file.jetstream_domain),
         ("jetstream_api_prefix", &file.jetstream_api_prefix),
         ("jetstream_event_prefix", &file.jetstream_event_prefix),
-        ("inbox_prefix", &file.inbox_prefix),
         ("socks_proxy", &file.socks_proxy),
     ] {
         if !value.trim().is_empty() {
@@ -174,6 +175,12 @@ fn from_file(name: &str, file: ContextFile) -> Result<NatsContext, Error> {
         cert: path("cert", file.cert)?,
         key: path("key", file.key)?,
         ca: path("ca", file.ca)?,
+        inbox_prefix: set(file.inbox_prefix)
+            .map(|p| {
+                super::nats::parse_inbox_prefix(&p)
+                    .map_err(|e| Error::Config(format!("nats context `{name}`: {e}")))
+            })
+            .transpose()?,
     })
 }
 

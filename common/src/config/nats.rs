@@ -93,6 +93,11 @@ pub struct NatsArgs {
     #[arg(long = "context", env = "NATS_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
 
+    /// Prefix of this connection's reply subjects (default `_INBOX`), as the nats CLI's
+    /// --inbox-prefix: a NATS user allowed only its own inbox (`_INBOX_<user>.>`) needs it.
+    #[arg(long = "inbox-prefix", env = "NATS_INBOX_PREFIX", value_name = "PREFIX", value_parser = parse_inbox_prefix)]
+    pub inbox_prefix: Option<String>,
+
     /// Prefix of every subject, stream and bucket, so several fleets can share one account.
     #[arg(long, env = "FLEET_PREFIX", default_value = DEFAULT_PREFIX, value_parser = parse_prefix)]
     pub prefix: String,
@@ -126,6 +131,8 @@ struct Login {
     key: Option<PathBuf>,
     /// The servers' certificate authority.
     ca: Option<PathBuf>,
+    /// The prefix of reply subjects.
+    inbox_prefix: Option<String>,
 }
 
 // === impl NatsArgs ===
@@ -178,6 +185,7 @@ impl NatsArgs {
             cert: self.nats_cert.clone().or(ctx.cert),
             key: self.nats_key.clone().or(ctx.key),
             ca: self.nats_ca.clone().or(ctx.ca),
+            inbox_prefix: self.inbox_prefix.clone().or(ctx.inbox_prefix),
         })
     }
 
@@ -248,9 +256,16 @@ impl NatsArgs {
                 match event {
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
                     async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    // A permissions violation: the call it refused only times out, so say why.
+                    async_nats::Event::ServerError(e) => {
+                        tracing::warn!(error = %e, "the NATS server refused something");
+                    }
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
+        if let Some(prefix) = &login.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
         if let Some(path) = &login.creds {
             opts = opts
                 .credentials_file(path)
@@ -314,6 +329,28 @@ impl NatsArgs {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
         Ok(opts)
+    }
+}
+
+/// Checks an inbox prefix: one or more subject tokens, no wildcards, no spaces.
+///
+/// # Errors
+///
+/// Returns a message saying what a prefix may hold.
+pub(super) fn parse_inbox_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.split('.').all(|token| {
+            !token.is_empty()
+                && !token.contains(['*', '>'])
+                && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not an inbox prefix: use subject tokens such as _INBOX_alice, without \
+             wildcards, spaces or a trailing `.`"
+        ))
     }
 }
 
@@ -608,6 +645,17 @@ mod tests {
             Some(("tok".into(), None))
         );
         assert_eq!(url_credentials("nats://h:4222"), None);
+    }
+
+    #[test]
+    fn inbox_prefixes_are_subject_tokens() {
+        assert!(parse_inbox_prefix("_INBOX_client").is_ok());
+        assert!(parse_inbox_prefix("_I.client-a").is_ok());
+        for bad in ["", "_INBOX.", "a.>", "a b", "*"] {
+            assert!(parse_inbox_prefix(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["t", "--inbox-prefix", "_INBOX_w"]).expect("a prefix");
+        assert_eq!(cli.nats.inbox_prefix.as_deref(), Some("_INBOX_w"));
     }
 
     #[test]
