@@ -13,7 +13,9 @@ Checks, with no cluster and no network:
   * the fleet's own rules, which no schema knows: probes on /healthz and /readyz at
     FLEET_METRICS_PORT, grace period above FLEET_DRAIN_GRACE, hardening, one autoscaler per
     Deployment, KEDA triggers on the right stream/consumers/endpoint, stream replicas that
-    the NATS cluster can hold, references that resolve, Dockerfile targets that exist.
+    the NATS cluster can hold, references that resolve, Dockerfile targets that exist, every
+    task run by some worker Deployment, and no pod given a secret its work does not use
+    (which keys each Secret holds is read from the --example files).
 
 Exit status 0 when everything passes; 1 otherwise, after listing every problem.
 """
@@ -40,9 +42,24 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 FLEET_TASKS = ("github.repo_info", "text.transform", "chat")
 FLEET_IMAGES = ("fleet-dispatcher", "fleet-worker")
-WORKER_DEPLOYMENT = "fleet-worker"
-# Workloads whose voluntary disruptions (node drains) must be bounded by a PodDisruptionBudget.
-PDB_REQUIRED = {"fleet-dispatcher", "fleet-worker", "nats"}
+WORKER_IMAGE = "fleet-worker"
+# Workloads whose voluntary disruptions (node drains) must be bounded by a PodDisruptionBudget
+# (and every worker Deployment).
+PDB_REQUIRED = {"fleet-dispatcher", "nats"}
+# Least privilege (SPEC "Security"): who may hold which secret. A pod may get a key only when
+# one of its tasks (or, for "@dispatcher", the dispatcher) uses it, and never alongside a task
+# kept away from it: `chat` turns anyone's text into LLM output and needs no GitHub token; the
+# GitHub task sends its token to GitHub and needs no LLM key.
+SECRET_USERS = {
+    "GITHUB_TOKEN": {"github.repo_info"},
+    "OPENAI_API_KEY": {"chat", "@dispatcher"},
+    "AZURE_OPENAI_API_KEY": {"chat", "@dispatcher"},
+}
+KEPT_AWAY = {
+    "GITHUB_TOKEN": {"chat"},
+    "OPENAI_API_KEY": {"github.repo_info"},
+    "AZURE_OPENAI_API_KEY": {"github.repo_info"},
+}
 NATS_MONITOR_PORT = 8222
 DEFAULTS = {"FLEET_PREFIX": "fleet", "FLEET_METRICS_PORT": "9464", "FLEET_DRAIN_GRACE": "20s",
             "FLEET_STREAM_REPLICAS": "1"}
@@ -188,6 +205,34 @@ def image_base(image: str) -> str:
     return last.split("@")[0].split(":")[0]
 
 
+def env_value(c: dict, name: str) -> str | None:
+    """A container's literal `env` value for `name`, if it sets one."""
+    return next((e.get("value") for e in c.get("env") or [] if e.get("name") == name), None)
+
+
+def worker_tasks(c: dict, settings: dict) -> set[str]:
+    """The tasks a worker container runs: its FLEET_TASKS, else the ConfigMap's, else all."""
+    text = env_value(c, "FLEET_TASKS") or settings.get("FLEET_TASKS") or ""
+    tasks = {t.strip() for t in text.split(",") if t.strip()}
+    return tasks or set(FLEET_TASKS)
+
+
+def secret_keys_given(c: dict, secret_keys: dict[str, set[str]]) -> dict[str, str]:
+    """Secret-bearing keys a container gets, each with the Secret it comes from."""
+    given: dict[str, str] = {}
+    for ef in c.get("envFrom") or []:
+        name = (ef.get("secretRef") or {}).get("name")
+        for key in secret_keys.get(name, set()) if name else ():
+            given[key] = name
+    for e in c.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            given[e.get("name")] = ref.get("name")
+        elif e.get("name") in SECRET_USERS and e.get("value"):
+            given[e.get("name")] = "a literal env value"
+    return given
+
+
 def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
     where = f"overlay {name}"
     by_kind: dict[str, list[dict]] = {}
@@ -233,6 +278,8 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
 
     # --- workloads ---------------------------------------------------------------------
     workloads = [d for d in docs if pod_spec(d) is not None]
+    # Worker Deployments by name, with the tasks each runs.
+    worker_deployments: dict[str, set[str]] = {}
     for w in workloads:
         wid = f"{where} {ident(w)}"
         spec = pod_spec(w)
@@ -272,6 +319,27 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
                         rep.error(cid, f"{kind} {ref.get('name')} does not exist in the overlay")
             if image_base(image) in FLEET_IMAGES:
                 check_fleet_container(cid, w, spec, c, annotations, drain, metrics_port, rep)
+                if image_base(image) == WORKER_IMAGE:
+                    tasks = worker_tasks(c, settings)
+                    unknown = tasks - set(FLEET_TASKS)
+                    if unknown:
+                        rep.error(cid, f"FLEET_TASKS names unknown tasks {sorted(unknown)}")
+                    if w.get("kind") == "Deployment":
+                        worker_deployments[w["metadata"]["name"]] = tasks & set(FLEET_TASKS)
+                    roles = tasks
+                else:
+                    roles = {"@dispatcher"}
+                for key, source in sorted(secret_keys_given(c, SECRET_KEYS).items()):
+                    users = SECRET_USERS.get(key)
+                    if users is None:
+                        continue
+                    if not users & roles:
+                        rep.error(cid, f"gets {key} ({source}), which none of its work uses "
+                                  f"({', '.join(sorted(roles))})")
+                    elif KEPT_AWAY[key] & roles:
+                        rep.error(cid, f"gets {key} ({source}) while it runs "
+                                  f"{', '.join(sorted(KEPT_AWAY[key] & roles))}: run that in a "
+                                  "Deployment of its own without this secret")
         for v in spec.get("volumes") or []:
             cm = v.get("configMap")
             if cm and not cm.get("optional") and cm.get("name") not in configmaps:
@@ -290,7 +358,7 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
         if not any(selects(sel, pod_template_labels(w)) for w in workloads):
             rep.error(f"{where} {ident(pdb)}", f"selector {sel} matches no pod template")
     for w in workloads:
-        if w["metadata"]["name"] in PDB_REQUIRED and not any(
+        if (w["metadata"]["name"] in PDB_REQUIRED or w["metadata"]["name"] in worker_deployments) and not any(
                 selects(((p.get("spec") or {}).get("selector") or {}).get("matchLabels") or {},
                         pod_template_labels(w)) for p in by_kind.get("PodDisruptionBudget", [])):
             rep.error(f"{where} {ident(w)}", "no PodDisruptionBudget covers it")
@@ -303,18 +371,25 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
     for so in by_kind.get("ScaledObject", []):
         ref = so["spec"].get("scaleTargetRef") or {}
         scalers.setdefault(ref.get("name"), []).append(ident(so))
-        check_scaled_object(f"{where} {ident(so)}", so, ns, prefix, rep)
+        check_scaled_object(f"{where} {ident(so)}", so, ns, prefix,
+                            worker_deployments.get(ref.get("name"), set(FLEET_TASKS)), rep)
     for target, owners in scalers.items():
         if not named("Deployment", target) and not named("StatefulSet", target):
             rep.error(where, f"{', '.join(owners)} scale {target}, which is not in the overlay")
         if len(owners) > 1:
             rep.error(where, f"{target} has {len(owners)} autoscalers ({', '.join(owners)}): they would fight")
-    if len(scalers.get(WORKER_DEPLOYMENT, [])) != 1:
-        rep.error(where, f"{WORKER_DEPLOYMENT} needs exactly one autoscaler (KEDA ScaledObject or HPA)")
-    worker = named("Deployment", WORKER_DEPLOYMENT)
-    if worker is not None and "replicas" in worker["spec"]:
-        rep.error(f"{where} {ident(worker)}", "autoscaled: spec.replicas must be left out "
-                  "(every kubectl apply would reset it)")
+    if not worker_deployments:
+        rep.error(where, "no worker Deployment (image fleet-worker)")
+    run = set().union(*worker_deployments.values()) if worker_deployments else set()
+    if run != set(FLEET_TASKS):
+        rep.error(where, f"no worker Deployment runs {sorted(set(FLEET_TASKS) - run)}")
+    for name in sorted(worker_deployments):
+        if len(scalers.get(name, [])) != 1:
+            rep.error(where, f"{name} needs exactly one autoscaler (KEDA ScaledObject or HPA)")
+        worker = named("Deployment", name)
+        if worker is not None and "replicas" in worker["spec"]:
+            rep.error(f"{where} {ident(worker)}", "autoscaled: spec.replicas must be left out "
+                      "(every kubectl apply would reset it)")
     dispatcher = named("Deployment", "fleet-dispatcher")
     if dispatcher is None:
         rep.error(where, "no fleet-dispatcher Deployment")
@@ -372,7 +447,8 @@ def check_fleet_container(cid: str, w: dict, spec: dict, c: dict, annotations: d
             rep.error(cid, f"pod annotation {k} should be {v!r}, is {annotations.get(k)!r}")
 
 
-def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, rep: Report) -> None:
+def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, tasks: set[str],
+                        rep: Report) -> None:
     spec = so["spec"]
     lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
     if lo < 1:
@@ -383,7 +459,8 @@ def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, rep: Report) -
     if fb and not lo <= fb.get("replicas", lo) <= hi:
         rep.error(sid, f"fallback.replicas {fb.get('replicas')} outside [{lo}, {hi}]")
     want_stream = stream_name(prefix, "TASKS")
-    want_consumers = {consumer_name(t) for t in FLEET_TASKS}
+    # One trigger per task of the Deployment it scales.
+    want_consumers = {consumer_name(t) for t in tasks}
     seen = set()
     names = set()
     for i, t in enumerate(spec.get("triggers") or []):
@@ -416,6 +493,8 @@ def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, rep: Report) -
 
 NATS_SERVER: str | None = None
 PODMONITOR: jsonschema.protocols.Validator | None = None
+# Secret name -> the keys it holds, as the example Secrets (--example) show them.
+SECRET_KEYS: dict[str, set[str]] = {}
 
 
 def check_nats_config(where: str, conf: str, rep: Report) -> None:
@@ -526,6 +605,11 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     global NATS_SERVER, PODMONITOR
     NATS_SERVER = args.nats_server or None
+    for path in args.example:
+        for d in load_docs(path):
+            if d.get("kind") == "Secret":
+                keys = set((d.get("stringData") or {}).keys()) | set((d.get("data") or {}).keys())
+                SECRET_KEYS.setdefault(d["metadata"]["name"], set()).update(keys)
     if args.podmonitor_schema:
         podmonitor_schema = strictify(yaml.safe_load(args.podmonitor_schema.read_text()))
         jsonschema.Draft7Validator.check_schema(podmonitor_schema)

@@ -1,7 +1,7 @@
-//! KEDA's view of the fleet: the worker ScaledObject (`deploy/k8s/components/keda/`) names a
-//! stream, consumers and an account that the fleet really creates, and the lag KEDA's
-//! `nats-jetstream` scaler computes from `/jsz` is the backlog, so the replicas it asks for
-//! follow `lagThreshold`.
+//! KEDA's view of the fleet: the worker ScaledObjects (`deploy/k8s/components/keda/`: one for
+//! fleet-worker, one for the chat workers) name a stream, consumers and an account that the
+//! fleet really creates, and the lag KEDA's `nats-jetstream` scaler computes from `/jsz` is the
+//! backlog, so the replicas it asks for follow `lagThreshold`.
 //!
 //! A nats-server with its monitoring port (`-m`) runs a fleet whose only worker is then
 //! killed; explicit requests leave a backlog on two task consumers (a known number above a
@@ -202,12 +202,20 @@ fn replicas_follow_the_lag_threshold() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/k8s/components/keda/scaledobject.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let so = ScaledObject::parse(&text);
-    assert_eq!(so.triggers.len(), 3, "one trigger per task: {so:?}");
+    let read = |file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/k8s/components/keda")
+            .join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        ScaledObject::parse(&text)
+    };
+    // fleet-worker runs github.repo_info and text.transform; chat has a Deployment of its own.
+    let so = read("scaledobject.yaml");
+    let chat = read("scaledobject-chat.yaml");
+    assert_eq!(so.triggers.len(), 2, "one trigger per task: {so:?}");
+    assert_eq!(chat.triggers.len(), 1, "one trigger per task: {chat:?}");
+    let all_triggers: Vec<&Trigger> = so.triggers.iter().chain(&chat.triggers).collect();
 
     let monitor = free_port();
     let nats = NatsServer::start_with(&["-m", &monitor.to_string()], "");
@@ -224,7 +232,7 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
     // Names: every trigger finds its account, stream and consumer as the fleet made them, and
     // every worker consumer on the triggers' stream has a trigger.
     let before = jsz(so.triggers[0].account.clone()).await;
-    for trigger in &so.triggers {
+    for trigger in &all_triggers {
         let found = scaler_lag(&before, trigger);
         assert!(
             matches!(found, Ok((_, true))),
@@ -241,7 +249,7 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
         .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
-    let mut watched: Vec<String> = so.triggers.iter().map(|t| t.consumer.clone()).collect();
+    let mut watched: Vec<String> = all_triggers.iter().map(|t| t.consumer.clone()).collect();
     let mut made_sorted = made.clone();
     watched.sort();
     made_sorted.sort();
