@@ -59,8 +59,8 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
     assert_eq!(
         env.github
             .contributor_requests("ranfysvalle02/ai-self-attention"),
-        2,
-        "150 contributors at 100 per page are two pages"
+        1,
+        "150 contributors are counted in one call (per_page=1 and the `last` link)"
     );
     let id = result["request_id"]
         .as_str()
