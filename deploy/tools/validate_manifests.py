@@ -15,7 +15,10 @@ Checks, with no cluster and no network:
     Deployment, KEDA triggers on the right stream/consumers/endpoint, stream replicas that
     the NATS cluster can hold, references that resolve, Dockerfile targets that exist, every
     task run by some worker Deployment, and no pod given a secret its work does not use
-    (which keys each Secret holds is read from the --example files).
+    (which keys each Secret holds is read from the --example files; a Secret documented there
+    is one the user creates, so references to it resolve); each fleet process logging in as its
+    NATS role without managing streams, the NATS server given every password its users need,
+    and a NetworkPolicy letting only the fleet's pods reach the NATS client port.
 
 Exit status 0 when everything passes; 1 otherwise, after listing every problem.
 """
@@ -272,7 +275,8 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
         return
     prefix = settings["FLEET_PREFIX"]
 
-    secrets = {d["metadata"]["name"] for d in by_kind.get("Secret", [])}
+    # Secrets of the overlay, and the ones the examples document (the user creates them).
+    secrets = {d["metadata"]["name"] for d in by_kind.get("Secret", [])} | set(SECRET_KEYS)
     configmaps = {d["metadata"]["name"] for d in by_kind.get("ConfigMap", [])}
     service_accounts = {d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])} | {"default"}
 
@@ -317,7 +321,17 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
                     ref = ef.get(kind)
                     if ref and not ref.get("optional") and ref.get("name") not in pool:
                         rep.error(cid, f"{kind} {ref.get('name')} does not exist in the overlay")
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    if ref.get("name") not in secrets:
+                        rep.error(cid, f"env {e.get('name')}: Secret {ref.get('name')} does not exist")
+                    elif ref.get("key") not in SECRET_KEYS.get(ref.get("name"), {ref.get("key")}):
+                        rep.error(cid, f"env {e.get('name')}: Secret {ref.get('name')} has no key "
+                                  f"{ref.get('key')} (see the examples)")
             if image_base(image) in FLEET_IMAGES:
+                check_nats_role(cid, c, "dispatcher" if image_base(image) == "fleet-dispatcher"
+                                else "worker", rep)
                 check_fleet_container(cid, w, spec, c, annotations, drain, metrics_port, rep)
                 if image_base(image) == WORKER_IMAGE:
                     tasks = worker_tasks(c, settings)
@@ -424,7 +438,10 @@ def check_overlay(name: str, docs: list[dict], rep: Report) -> None:
                 rep.error(where, f"nats.conf routes do not name nats-{i}.{nats['spec'].get('serviceName')}")
     if not re.search(rf"^\s*http\s*:\s*\S*:{NATS_MONITOR_PORT}\b", conf, re.M):
         rep.error(where, f"nats.conf does not serve monitoring on {NATS_MONITOR_PORT} (KEDA reads /jsz)")
-    check_nats_config(where, conf, rep)
+    data = (conf_doc or {}).get("data") or {}
+    check_nats_config(where, data, rep)
+    check_nats_users(f"{where} {ident(nats)}", pod_spec(nats), data, rep)
+    check_network_policy(where, by_kind.get("NetworkPolicy", []), nats, workloads, rep)
 
 
 def check_fleet_container(cid: str, w: dict, spec: dict, c: dict, annotations: dict,
@@ -497,13 +514,105 @@ PODMONITOR: jsonschema.protocols.Validator | None = None
 SECRET_KEYS: dict[str, set[str]] = {}
 
 
-def check_nats_config(where: str, conf: str, rep: Report) -> None:
+# Where the nats-tls component mounts the server's certificate; -t needs real files there.
+NATS_TLS_DIR = "/etc/nats-tls/"
+
+
+def conf_variables(text: str) -> set[str]:
+    """The `$NAME` references of a nats-server config outside quoted strings."""
+    unquoted = re.sub(r'"[^"]*"', '""', re.sub(r"#.*", "", text))
+    return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", unquoted))
+
+
+def check_nats_role(cid: str, c: dict, user: str, rep: Report) -> None:
+    """A dispatcher or worker logs in as its role of deploy/nats/auth.conf, with its own inbox
+    and its password from the Secret, and leaves the streams to the fleet-setup Job."""
+    want = {"NATS_USER": user, "NATS_INBOX_PREFIX": f"_INBOX_{user}", "FLEET_MANAGE_STREAMS": "false"}
+    for k, v in want.items():
+        if env_value(c, k) != v:
+            rep.error(cid, f"env {k} should be {v!r} (its NATS role), is {env_value(c, k)!r}")
+    ref = next(((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env") or []
+                if e.get("name") == "NATS_PASSWORD"), None) or {}
+    if ref.get("key") != f"FLEET_{user.upper()}_PASSWORD":
+        rep.error(cid, f"NATS_PASSWORD should come from the Secret key FLEET_{user.upper()}_PASSWORD, "
+                  f"comes from {ref.get('key')!r}")
+
+
+def check_nats_users(nid: str, spec: dict, data: dict, rep: Report) -> None:
+    """Every password variable of the users' file reaches the nats container from a Secret."""
+    c = next((c for c in spec.get("containers") or [] if c.get("name") == "nats"), {})
+    given = {e.get("name") for e in c.get("env") or []}
+    for ef in c.get("envFrom") or []:
+        given |= SECRET_KEYS.get((ef.get("secretRef") or {}).get("name"), set())
+    auth = data.get("auth.conf")
+    if auth is None:
+        rep.error(nid, "the nats-config ConfigMap has no auth.conf (deploy/nats/auth.conf)")
+        return
+    for var in sorted(conf_variables(auth) - given):
+        if not re.search(rf"^\s*{var}\s*[:=]", auth, re.M):
+            rep.error(nid, f"auth.conf reads ${var}, which no env or documented Secret gives the nats container")
+
+
+def check_network_policy(where: str, policies: list[dict], nats: dict, workloads: list[dict],
+                         rep: Report) -> None:
+    """A NetworkPolicy on the NATS pods admits every pod that logs in (NATS_USER) to the client
+    port, and opens the monitoring port to chosen namespaces only."""
+    labels = pod_template_labels(nats)
+    mine = [p for p in policies if selects(((p.get("spec") or {}).get("podSelector") or {})
+                                           .get("matchLabels") or {}, labels)
+            and "Ingress" in ((p.get("spec") or {}).get("policyTypes") or [])]
+    if not mine:
+        rep.error(where, "no NetworkPolicy restricts ingress to the NATS pods")
+        return
+    rules = [r for p in mine for r in (p["spec"].get("ingress") or [])]
+
+    def peers(port: str) -> list[dict]:
+        return [f for r in rules if any(pt.get("port") == port for pt in r.get("ports") or [])
+                for f in r.get("from") or []]
+
+    for w in workloads:
+        if not any(env_value(c, "NATS_USER") for c in pod_spec(w).get("containers") or []):
+            continue
+        ok = any("namespaceSelector" not in f and selects((f.get("podSelector") or {})
+                 .get("matchLabels") or {}, pod_template_labels(w)) for f in peers("client"))
+        if not ok:
+            rep.error(where, f"the NetworkPolicy keeps {ident(w)} away from the NATS client port")
+    for port in ("client", "monitor", "metrics"):
+        for f in peers(port):
+            if f.get("namespaceSelector") == {} and not (f.get("podSelector") or {}).get("matchLabels"):
+                rep.error(where, f"the NetworkPolicy opens the NATS {port} port to every pod")
+
+
+def tls_files(tmp: Path) -> bool:
+    """A throwaway CA-signed-looking certificate for `-t` (openssl), where the config wants one."""
+    d = tmp / "tls"
+    d.mkdir()
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=nats",
+                        "-keyout", str(d / "tls.key"), "-out", str(d / "tls.crt")],
+                       capture_output=True, timeout=30)
+    if r.returncode == 0:
+        (d / "ca.crt").write_bytes((d / "tls.crt").read_bytes())
+    return r.returncode == 0
+
+
+def check_nats_config(where: str, data: dict, rep: Report) -> None:
     if NATS_SERVER is None:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "nats.conf"
-        path.write_text(conf)
         env = dict(os.environ, SERVER_NAME="nats-0")
+        # Every file of the ConfigMap (nats.conf includes auth.conf and tls.conf), with a
+        # placeholder for each variable the pod's environment would give (the passwords).
+        for name, text in data.items():
+            if NATS_TLS_DIR in text:
+                if not tls_files(Path(tmp)):
+                    rep.note(f"{where}: no openssl; {name}'s TLS block not run through nats-server -t")
+                    return
+                text = text.replace(NATS_TLS_DIR, f"{tmp}/tls/")
+            (Path(tmp) / name).write_text(text)
+            for var in conf_variables(text):
+                env.setdefault(var, "placeholder")
+        path = Path(tmp) / "nats.conf"
         r = subprocess.run([NATS_SERVER, "-t", "-c", str(path)], capture_output=True, text=True,
                            env=env, timeout=30)
         if r.returncode != 0:
