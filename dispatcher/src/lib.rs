@@ -65,8 +65,25 @@ const CATALOG_SETTLE: Duration = Duration::from_millis(750);
 /// # }
 /// ```
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let client = config.nats.connect("fleet-dispatcher", true).await?;
-    let fleet = Fleet::open(client, &config.nats, &config.streams).await?;
+    // SIGTERM while connecting (NATS not there yet) ends the process cleanly too.
+    tokio::pin!(shutdown);
+    let fleet = tokio::select! {
+        fleet = async {
+            let client = config.nats.connect("fleet-dispatcher", true).await?;
+            Fleet::open(client, &config.nats, &config.streams).await
+        } => fleet?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
+    let max_payload = fleet.max_payload();
+    if max_payload > 0 && config.max_request_bytes > max_payload {
+        return Err(Error::Setting(format!(
+            "FLEET_MAX_REQUEST_BYTES is {} but this NATS server takes messages of at most {max_payload} bytes (its max_payload): requests that large could never be published. Set FLEET_MAX_REQUEST_BYTES to {max_payload} or less, or raise max_payload on the server",
+            config.max_request_bytes
+        )));
+    }
     let stop = CancellationToken::new();
 
     let metrics = Metrics::default();
@@ -92,7 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop.clone(),
     ));
 
-    tokio::pin!(shutdown);
     // Requests wait in their stream until a worker has published the catalog: routing against an
     // empty catalog would reject everything.
     let mut announced = false;
@@ -132,7 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         move |msg| dispatcher.clone().handle(msg),
     ));
 
-    shutdown.await;
+    (&mut shutdown).await;
     readiness.set_ready(false);
     stop.cancel();
     let _ = pulling.await;
@@ -197,6 +213,18 @@ pub async fn bind_consumer(
         .await
 }
 
+/// After this many deliveries that failed, a request is rejected and kept in the dead-letter
+/// queue instead of being tried again: nothing loops forever. With the redelivery delays below
+/// that is about five minutes of failures, longer than a NATS restart or a leader election.
+const GIVE_UP_AFTER: i64 = 10;
+
+/// The delay before a failed request is delivered again: 1 s doubling to 60 s, so a request
+/// that keeps failing costs little while it waits.
+fn redelivery_delay(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    Duration::from_secs(2u64.pow(exponent)).min(Duration::from_secs(60))
+}
+
 /// What to do with a request message once handled.
 enum Disposition {
     /// Done: its task or its result is stored.
@@ -248,10 +276,22 @@ impl Dispatcher {
         self.metrics.received.inc();
         self.metrics.in_flight.inc();
         let span = telemetry::process_span(&msg);
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let disposition = match self.process(&msg).instrument(span.clone()).await {
             Ok(d) => d,
+            Err(e) if delivered >= GIVE_UP_AFTER => {
+                tracing::error!(parent: &span, error = %e, delivered, "request not handled again; giving up on it");
+                telemetry::record_failure(&span, &e);
+                match self.give_up(&msg, &e).instrument(span.clone()).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        tracing::error!(parent: &span, error = %e, "cannot even reject the request; it will be redelivered");
+                        Disposition::Retry
+                    }
+                }
+            }
             Err(e) => {
-                tracing::error!(parent: &span, error = %e, "request not handled; it will be redelivered");
+                tracing::error!(parent: &span, error = %e, delivered, "request not handled; it will be redelivered");
                 telemetry::record_failure(&span, &e);
                 Disposition::Retry
             }
@@ -259,7 +299,7 @@ impl Dispatcher {
         let ack = match disposition {
             Disposition::Ack => msg.ack_with(AckKind::Ack).await,
             Disposition::Retry => {
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
                     .await
             }
         };
@@ -357,6 +397,7 @@ impl Dispatcher {
             }
         };
 
+        let checked = quick.is_some();
         let decision = match quick {
             Some(decision) => decision,
             // A slow decision (the LLM): keep the message ours meanwhile, so it is not
@@ -367,7 +408,12 @@ impl Dispatcher {
         };
         span.record("task", decision.task.as_str());
         span.record("classified_by", by_label(decision.by));
-        if let Err(error) = catalog.check(&decision.task, &decision.input) {
+        let check = if checked {
+            Ok(())
+        } else {
+            catalog.check(&decision.task, &decision.input)
+        };
+        if let Err(error) = check {
             self.count_rejection(&error);
             publisher::reject(
                 &self.fleet,
@@ -404,6 +450,56 @@ impl Dispatcher {
         self.fleet.queue(ticket, &task).await?;
         tracing::debug!(task = %task.task, "task queued");
         Ok(Disposition::Ack)
+    }
+
+    /// Ends a request the dispatcher failed on [`GIVE_UP_AFTER`] times: a `rejected` result that
+    /// says why, and its bytes (without the caller's headers, which may be what broke it) in the
+    /// dead-letter queue.
+    async fn give_up(
+        &self,
+        msg: &Message,
+        error: &fleet_common::Error,
+    ) -> Result<(), fleet_common::Error> {
+        let generated = match msg.info() {
+            Ok(info) => format!(
+                "r{:x}{:06x}",
+                info.published.unix_timestamp_nanos(),
+                info.stream_sequence
+            ),
+            Err(_) => format!("r{}", nuid::next()),
+        };
+        let header_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID_HEADER))
+            .map(|v| v.as_str());
+        let (id, metadata) =
+            match intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes) {
+                Ok(incoming) => (incoming.id, incoming.metadata),
+                Err(rejection) => (rejection.id, rejection.metadata),
+            };
+        let error = fleet_common::messages::ErrorInfo::new(
+            fleet_common::messages::ErrorKind::BadRequest,
+            format!(
+                "the dispatcher failed on this request {GIVE_UP_AFTER} times ({error}); it is kept in the dead-letter queue"
+            ),
+        );
+        self.count_rejection(&error);
+        publisher::reject(
+            &self.fleet,
+            Rejected {
+                id,
+                given_id: None,
+                error,
+                task: None,
+                input: None,
+                classified_by: None,
+                metadata,
+            },
+            Some((None, msg.payload.clone())),
+            telemetry::current_trace_id(),
+        )
+        .await
     }
 
     /// The decision for a request that needs no slow call: explicit, or a rule that is sure.
@@ -459,4 +555,21 @@ fn fit_catalog(decision: Decision, text: &str, catalog: &Catalog) -> Decision {
 
 fn by_label(by: ClassifiedBy) -> &'static str {
     by.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_requests_wait_longer_each_time_up_to_a_minute() {
+        assert_eq!(redelivery_delay(1), Duration::from_secs(1));
+        assert_eq!(redelivery_delay(2), Duration::from_secs(2));
+        assert_eq!(redelivery_delay(6), Duration::from_secs(32));
+        assert_eq!(redelivery_delay(7), Duration::from_secs(60));
+        assert_eq!(redelivery_delay(1_000), Duration::from_secs(60));
+        assert_eq!(redelivery_delay(0), Duration::from_secs(1));
+        let waited: Duration = (1..GIVE_UP_AFTER).map(redelivery_delay).sum();
+        assert!(waited >= Duration::from_secs(180), "{waited:?}");
+    }
 }

@@ -18,6 +18,7 @@ mod llm_routing;
 mod local_model;
 mod metrics;
 mod permanent_failure;
+mod poison;
 mod prometheus;
 mod retries;
 mod roles;

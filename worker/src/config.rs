@@ -20,6 +20,8 @@ pub const DEFAULT_BACKOFF_MAX: &str = "60s";
 pub const DEFAULT_DRAIN_GRACE: &str = "20s";
 /// Default timeout of one outbound HTTP call of a task.
 pub const DEFAULT_HTTP_TIMEOUT: &str = "10s";
+/// Default `FLEET_TASK_TIMEOUT`.
+pub const DEFAULT_TASK_TIMEOUT: &str = "5m";
 /// Default GitHub REST API base URL.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
@@ -75,6 +77,11 @@ pub struct Config {
     /// This worker's name in status records and results (default: hostname-pid).
     #[arg(long, env = "FLEET_WORKER_ID")]
     pub worker_id: Option<String>,
+
+    /// How long one attempt of a task may run where its catalog entry sets no `timeout`; past
+    /// it the attempt is a retryable failure.
+    #[arg(long, env = "FLEET_TASK_TIMEOUT", default_value = DEFAULT_TASK_TIMEOUT, value_parser = parse_duration)]
+    pub task_timeout: Duration,
 
     /// Timeout of one outbound HTTP call of a task.
     #[arg(long, env = "FLEET_HTTP_TIMEOUT", default_value = DEFAULT_HTTP_TIMEOUT, value_parser = parse_duration)]

@@ -104,6 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let handler = Arc::new(Handler {
         fleet,
         checks: registry.catalog(),
+        timeouts: registry.timeouts(config.task_timeout),
         registry,
         retry: RetryPolicy {
             min: config.backoff_min,

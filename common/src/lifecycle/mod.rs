@@ -36,6 +36,9 @@ mod view;
 pub use attempts::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start};
 pub use records::DeadLetter;
 pub use replay::Replayed;
-pub use requests::{Arrival, Receipt, Ticket};
+pub use requests::{
+    Arrival, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, Receipt, Ticket, UNREADABLE_KEPT_BYTES,
+    truncated,
+};
 pub use stats::TaskStats;
 pub use view::{Event, Follow, View};
