@@ -129,10 +129,9 @@ enum Target {
 ///
 /// When a binary is missing, a process fails, or a measurement times out.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
-    proc::check_binaries(&config.bin_dir)?;
     let workers = config.workers.max(1);
     let mut targets = vec![(
-        "the broker's best: 1 publish + 1 ack per hop, pull stream, 256 in flight per stage"
+        "the broker's best: 1 publish + 1 ack per hop, pull stream, 1024 in flight per stage"
             .to_owned(),
         Target::Relay(Variant::minimal()),
     )];
@@ -179,18 +178,26 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         ));
     }
 
+    let named: Vec<(String, String, Target)> = targets
+        .into_iter()
+        .map(|(about, target)| {
+            let name = match &target {
+                Target::Relay(v) => v.name.clone(),
+                Target::Fleet(extra) => match extra.first() {
+                    Some((_, c)) => format!("fleet-c{c}"),
+                    None => "fleet".to_owned(),
+                },
+            };
+            (name, about, target)
+        })
+        .filter(|(name, _, _)| config.only.is_empty() || config.only.contains(name))
+        .collect();
+    // Fail before measuring anything when the fleet's binaries are missing.
+    if named.iter().any(|(_, _, t)| matches!(t, Target::Fleet(_))) {
+        proc::check_binaries(&config.bin_dir)?;
+    }
     let mut scenarios = Vec::new();
-    for (about, target) in targets {
-        let name = match &target {
-            Target::Relay(v) => v.name.clone(),
-            Target::Fleet(extra) => match extra.first() {
-                Some((_, c)) => format!("fleet-c{c}"),
-                None => "fleet".to_owned(),
-            },
-        };
-        if !config.only.is_empty() && !config.only.contains(&name) {
-            continue;
-        }
+    for (name, about, target) in named {
         eprintln!("bench: {name}");
         let scenario = match target {
             Target::Relay(variant) => relay_scenario(config, variant, about).await?,

@@ -16,8 +16,8 @@
 //! its profiling neighbours use the fleet's own bounded pull loop (`common/src/pull.rs`: one pull
 //! request per batch of free permits) at the fleet's concurrency, so they differ from the fleet
 //! only in the round trips. `relay-min` is instead the best this broker allows for two hops with
-//! explicit acks and awaited publish acks: a continuous pull stream with large batches, hundreds
-//! of handlers in flight, each publish's ack awaited concurrently with the others (see
+//! explicit acks and awaited publish acks: a continuous pull stream with large batches, up to a
+//! thousand handlers in flight, each publish's ack awaited concurrently with the others (see
 //! [`Variant::minimal`] and [`Variant::min_candidates`], and BENCHMARKS.md for how it was
 //! chosen).
 
@@ -121,13 +121,13 @@ impl Variant {
     }
 
     /// `relay-min`: one publish and one ack per hop at the broker's best, the fastest of
-    /// [`Variant::min_candidates`] on the 2-core machine of BENCHMARKS.md: a continuous pull
-    /// stream in batches of 256, 256 handlers in flight per stage driven in the stage's task,
-    /// publish acks awaited concurrently.
+    /// [`Variant::min_candidates`] at 64 in flight on the 2-core machine of BENCHMARKS.md (six
+    /// rounds side by side): a continuous pull stream in batches of 512, up to 1024 handlers in
+    /// flight per stage driven in the stage's own task, publish acks awaited concurrently.
     pub fn minimal() -> Self {
         Self {
             name: "relay-min".into(),
-            ..Self::min_with(PullStyle::Inline, 256, 256)
+            ..Self::min_with(PullStyle::Inline, 1024, 512)
         }
     }
 
