@@ -18,6 +18,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// How long one pull request waits on the server for messages.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
+/// The most messages one pull request asks for.
+pub const MAX_BATCH: usize = 256;
+
 /// How often a message waiting for a slot is reported in progress.
 const WAITING_PROGRESS: Duration = Duration::from_secs(5);
 
@@ -40,18 +43,24 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handle = Arc::new(handle);
+    // One pull request asks for as many messages as the process can run at once: asking only
+    // for the slots free right now made one pull round trip per message under load (measured:
+    // the fleet ran at 0.17 of the broker's speed). A message of the batch is taken only once
+    // the previous one has a slot, so at most one waits for a slot (reported in progress); the
+    // rest wait in the client's buffer, at most a batch of them, about one task's time.
+    let batch_size = permits.available_permits().clamp(1, MAX_BATCH);
     while !stop.is_cancelled() {
         // Wait for a free slot without keeping it: other consumers may need it first.
-        let free = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => break,
             permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => { drop(p); permits.available_permits().max(1) }
+                Ok(p) => drop(p),
                 Err(_) => break,
             },
-        };
+        }
         let mut batch = match consumer
             .batch()
-            .max_messages(free)
+            .max_messages(batch_size)
             .expires(PULL_EXPIRES)
             .messages()
             .await

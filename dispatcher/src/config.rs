@@ -8,7 +8,7 @@ use fleet_common::config::{LlmArgs, ManageArgs, NatsArgs, TelemetryArgs, parse_d
 use crate::classifier::{CacheSize, ResponseFormatMode};
 
 /// Default number of requests handled at once.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Default largest request accepted, in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default redelivery deadline of a request.

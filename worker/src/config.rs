@@ -7,7 +7,7 @@ use fleet_common::config::{LlmArgs, ManageArgs, NatsArgs, TelemetryArgs, parse_d
 use secrecy::SecretString;
 
 /// Default number of tasks in flight per worker.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Default redelivery deadline; in-progress acks extend it while a task runs.
 pub const DEFAULT_ACK_WAIT: &str = "30s";
 /// Default number of deliveries before the dead-letter queue.
