@@ -21,11 +21,17 @@ fn poison(n: usize) -> (Bytes, bool) {
         2 => "[1, 2, 3]".into(),
         3 => json!({"text": 42}).to_string().into(),
         4 => json!({"metadata": {"k": "v"}}).to_string().into(),
-        5 => json!({"task": "no.such.task", "input": {}}).to_string().into(),
-        6 => json!({"task": "text.transform", "input": {"text": 1}}).to_string().into(),
+        5 => json!({"task": "no.such.task", "input": {}})
+            .to_string()
+            .into(),
+        6 => json!({"task": "text.transform", "input": {"text": 1}})
+            .to_string()
+            .into(),
         7 => Bytes::from(vec![b'a'; 10_000]),
         8 => Bytes::new(),
-        _ => json!({"task": "text.transform", "input": "not an object"}).to_string().into(),
+        _ => json!({"task": "text.transform", "input": "not an object"})
+            .to_string()
+            .into(),
     };
     (body, n.is_multiple_of(3))
 }
@@ -77,8 +83,14 @@ async fn a_poison_flood_ends_each_message_once_and_serves_good_requests() {
     assert_eq!(counts.len(), POISON + GOOD, "one result per message");
 
     let letters = env.client.dead_letters().await;
-    let unreadable = letters.iter().filter(|d| d.subject.ends_with(".unreadable")).count();
-    assert!(unreadable >= POISON / 10, "non-UTF-8 bytes are kept: {unreadable}");
+    let unreadable = letters
+        .iter()
+        .filter(|d| d.subject.ends_with(".unreadable"))
+        .count();
+    assert!(
+        unreadable >= POISON / 10,
+        "non-UTF-8 bytes are kept: {unreadable}"
+    );
     assert!(
         letters.iter().all(|d| d.payload.len() <= 4096),
         "unreadable bytes are kept truncated"

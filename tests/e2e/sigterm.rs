@@ -122,6 +122,10 @@ async fn sigterm_during_start_up_exits_zero() {
             assert!(std::time::Instant::now() < deadline, "{name} did not exit");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert_eq!(status.code(), Some(0), "{name} exits 0 on SIGTERM while starting");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{name} exits 0 on SIGTERM while starting"
+        );
     }
 }

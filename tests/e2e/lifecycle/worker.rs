@@ -354,9 +354,16 @@ async fn an_attempt_past_its_timeout_fails_and_counts() {
     let worker = rig.worker_with_timeout("w1", 1, ACK_WAIT, Duration::from_millis(400));
     let started = std::time::Instant::now();
     worker.deliver(one(&consumer).await).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let result = rig.result("timeout-1").await.expect("a result");
     assert_eq!(result.status, Outcome::Dead, "{result:?}");
     let message = result.error.map(|e| e.message).unwrap_or_default();
-    assert!(message.contains("ran longer than its 400ms limit"), "{message}");
+    assert!(
+        message.contains("ran longer than its 400ms limit"),
+        "{message}"
+    );
 }
