@@ -129,6 +129,30 @@ pub fn parse(
             true,
         ));
     }
+    // SPEC's scheduling fields are not implemented by this version: a request that asks for
+    // them is told so, rather than run at once, in arrival order, as if they were honoured.
+    let unsupported: Vec<&str> = ["delay", "not_before", "deadline"]
+        .into_iter()
+        .filter(|f| value.get(*f).is_some_and(|v| !v.is_null()))
+        .chain(
+            value
+                .get("priority")
+                .filter(|p| !p.is_null() && p.as_str() != Some("normal"))
+                .map(|_| "priority"),
+        )
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(reject(
+            header_id.or(value.get("id").and_then(Value::as_str)),
+            ErrorKind::BadRequest,
+            format!(
+                "this fleet does not support {} yet; send the request without {}",
+                unsupported.join(", "),
+                if unsupported.len() == 1 { "it" } else { "them" }
+            ),
+            false,
+        ));
+    }
     let body: RequestBody = serde_json::from_value(value).map_err(|e| {
         reject(
             header_id,
@@ -279,5 +303,19 @@ mod tests {
             matches!(incoming.body, Body::Explicit { ref task, .. } if task == "text.transform"),
             "{incoming:?}"
         );
+    }
+
+    #[test]
+    fn scheduling_fields_not_implemented_are_refused_not_ignored() {
+        let refused = |body: &str| {
+            parse(body.as_bytes(), None, "gen", 4096)
+                .expect_err("refused")
+                .error
+                .message
+        };
+        assert!(refused(r#"{"id":"a","text":"hi","delay":"30s"}"#).contains("delay"));
+        assert!(refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#).contains("deadline, priority"));
+        let normal = parse(br#"{"text":"hi","priority":"normal"}"#, None, "gen", 4096);
+        assert!(normal.is_ok(), "{normal:?}");
     }
 }
