@@ -344,7 +344,7 @@ impl Dispatcher {
         let quick = match &parsed {
             Ok(incoming) => self
                 .quick(incoming, &catalog)
-                .filter(|d| catalog.check(&d.task, &d.input).is_ok()),
+                .filter(|d| check_decision(d, &catalog).is_ok()),
             Err(_) => None,
         };
         let receipt = self
@@ -411,7 +411,7 @@ impl Dispatcher {
         let check = if checked {
             Ok(())
         } else {
-            catalog.check(&decision.task, &decision.input)
+            check_decision(&decision, &catalog)
         };
         if let Err(error) = check {
             self.count_rejection(&error);
@@ -543,14 +543,48 @@ impl Dispatcher {
 }
 
 /// The rules know the built-in tasks; a fleet may run without some of them: `chat` then.
+///
+/// No routing tier ever picks an `explicit_only` task (only a request naming it may run it):
+/// such a choice falls back to `chat` too, or, when `chat` cannot be chosen either, stays as it
+/// is and is rejected by the check that follows.
 fn fit_catalog(decision: Decision, text: &str, catalog: &Catalog) -> Decision {
-    if catalog.get(&decision.task).is_none()
-        && decision.by == ClassifiedBy::Rules
-        && catalog.get(classifier::FALLBACK_TASK).is_some()
-    {
+    if decision.by == ClassifiedBy::Explicit {
+        return decision;
+    }
+    let chosen = catalog.get(&decision.task);
+    let unusable = match chosen {
+        None => decision.by == ClassifiedBy::Rules,
+        Some(spec) => spec.explicit_only,
+    };
+    let fallback_usable = catalog
+        .get(classifier::FALLBACK_TASK)
+        .is_some_and(|spec| !spec.explicit_only);
+    if unusable && fallback_usable && decision.task != classifier::FALLBACK_TASK {
         return classifier::chat(text);
     }
     decision
+}
+
+/// Checks a decision against the catalog: the task exists, routing may pick it, the input
+/// passes its schema.
+fn check_decision(
+    decision: &Decision,
+    catalog: &Catalog,
+) -> Result<(), fleet_common::messages::ErrorInfo> {
+    if decision.by != ClassifiedBy::Explicit
+        && catalog
+            .get(&decision.task)
+            .is_some_and(|spec| spec.explicit_only)
+    {
+        return Err(fleet_common::messages::ErrorInfo::new(
+            fleet_common::messages::ErrorKind::UnknownTask,
+            format!(
+                "`{}` runs only for a request that names it (`task` and `input`), and no other task fits this request",
+                decision.task
+            ),
+        ));
+    }
+    catalog.check(&decision.task, &decision.input)
 }
 
 fn by_label(by: ClassifiedBy) -> &'static str {

@@ -110,3 +110,56 @@ async fn an_unreadable_record_is_not_taken_for_a_duplicate() {
         "the request was not dropped"
     );
 }
+
+/// No routing tier picks an `explicit_only` task: the rules' choice falls back to `chat`, and
+/// only a request that names the task runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn explicit_only_tasks_are_never_picked_by_routing() {
+    let rig = Rig::start().await;
+    let config = fleet_worker::Config::try_parse_from(["worker"]).expect("worker config");
+    let registry = fleet_worker::tasks::builtin(&config, reqwest::Client::new());
+    let mut catalog = fleet_common::catalog::Catalog::default();
+    for name in registry.names() {
+        let Some(task) = registry.get(&name) else {
+            continue;
+        };
+        let mut spec = task.spec();
+        spec.explicit_only = name == "text.transform";
+        catalog.insert(spec).expect("valid spec");
+    }
+    let url = rig.nats.url();
+    let config =
+        fleet_dispatcher::Config::try_parse_from(["dispatcher", "--nats-url", url.as_str()])
+            .expect("dispatcher config");
+    let metrics = Metrics::default();
+    let classifier = fleet_dispatcher::classifier(&config, &metrics);
+    let handler = Arc::new(Dispatcher::new(
+        rig.fleet.clone(),
+        Arc::new(std::sync::RwLock::new(Arc::new(catalog))),
+        classifier,
+        &config,
+        metrics,
+    ));
+    let consumer = fleet_dispatcher::bind_consumer(&rig.fleet, config.ack_wait)
+        .await
+        .expect("consumer");
+    for body in [
+        json!({"id": "words-1", "text": "Make the letter x uppercase"}),
+        json!({"id": "named-1", "task": "text.transform", "input": {"text": "x", "op": "upper"}}),
+    ] {
+        rig.js
+            .publish("fleet.requests", body.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        handler.clone().handle(one(&consumer).await).await;
+    }
+    let words = rig.status("words-1").await.expect("status");
+    assert_eq!(
+        words["task"], "chat",
+        "routing fell back to chat: {words:#}"
+    );
+    let named = rig.status("named-1").await.expect("status");
+    assert_eq!(named["task"], "text.transform", "{named:#}");
+}
