@@ -337,6 +337,22 @@ pub enum State {
 // === impl State ===
 
 impl State {
+    /// Every state, in the order a request goes through them.
+    pub const ALL: [State; 12] = [
+        State::Received,
+        State::Scheduled,
+        State::AwaitingApproval,
+        State::Queued,
+        State::Running,
+        State::Retrying,
+        State::Succeeded,
+        State::Failed,
+        State::Rejected,
+        State::Dead,
+        State::Cancelled,
+        State::Expired,
+    ];
+
     /// Whether no further state follows.
     pub fn is_terminal(self) -> bool {
         self.outcome().is_some()
@@ -494,20 +510,7 @@ mod tests {
     #[test]
     fn wire_labels_are_serdes() {
         let label = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-        for s in [
-            State::Received,
-            State::Scheduled,
-            State::AwaitingApproval,
-            State::Queued,
-            State::Running,
-            State::Retrying,
-            State::Succeeded,
-            State::Failed,
-            State::Rejected,
-            State::Dead,
-            State::Cancelled,
-            State::Expired,
-        ] {
+        for s in State::ALL {
             assert_eq!(label(serde_json::json!(s)), s.as_str());
             if let Some(o) = s.outcome() {
                 assert_eq!(label(serde_json::json!(o)), o.as_str());

@@ -311,22 +311,7 @@ impl Dispatcher {
 
     async fn process(&self, msg: &Message) -> Result<Disposition, fleet_common::Error> {
         let span = tracing::Span::current();
-        let (seq, generated) = match msg.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                format!(
-                    "r{:x}{:06x}",
-                    info.published.unix_timestamp_nanos(),
-                    info.stream_sequence
-                ),
-            ),
-            Err(_) => (0, format!("r{}", nuid::next())),
-        };
-        let header_id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MSG_ID_HEADER))
-            .map(|v| v.as_str());
+        let (seq, generated, header_id) = identity(msg);
         let parsed = intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes);
         let id = match &parsed {
             Ok(incoming) => incoming.id.clone(),
@@ -460,19 +445,7 @@ impl Dispatcher {
         msg: &Message,
         error: &fleet_common::Error,
     ) -> Result<(), fleet_common::Error> {
-        let generated = match msg.info() {
-            Ok(info) => format!(
-                "r{:x}{:06x}",
-                info.published.unix_timestamp_nanos(),
-                info.stream_sequence
-            ),
-            Err(_) => format!("r{}", nuid::next()),
-        };
-        let header_id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MSG_ID_HEADER))
-            .map(|v| v.as_str());
+        let (_, generated, header_id) = identity(msg);
         let (id, metadata) =
             match intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes) {
                 Ok(incoming) => (incoming.id, incoming.metadata),
@@ -540,6 +513,28 @@ impl Dispatcher {
             .get_or_create(&vec![("kind", kind)])
             .inc();
     }
+}
+
+/// A request message's stream sequence, the id generated for it when it brings none (derived
+/// from its place in the stream, so a redelivery gets the same one), and its `Nats-Msg-Id`.
+fn identity(msg: &Message) -> (u64, String, Option<&str>) {
+    let (seq, generated) = match msg.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            format!(
+                "r{:x}{:06x}",
+                info.published.unix_timestamp_nanos(),
+                info.stream_sequence
+            ),
+        ),
+        Err(_) => (0, format!("r{}", nuid::next())),
+    };
+    let header_id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MSG_ID_HEADER))
+        .map(|v| v.as_str());
+    (seq, generated, header_id)
 }
 
 /// The rules know the built-in tasks; a fleet may run without some of them: `chat` then.

@@ -195,20 +195,7 @@ mod tests {
     use super::*;
     use crate::messages::{ClassifiedBy, Outcome};
 
-    const ALL: [State; 12] = [
-        State::Received,
-        State::Scheduled,
-        State::AwaitingApproval,
-        State::Queued,
-        State::Running,
-        State::Retrying,
-        State::Succeeded,
-        State::Failed,
-        State::Rejected,
-        State::Dead,
-        State::Cancelled,
-        State::Expired,
-    ];
+    const ALL: [State; 12] = State::ALL;
 
     fn record(state: State) -> StatusRecord {
         StatusRecord::new("r1", state)

@@ -11,22 +11,24 @@ use super::rig::{Rig, next, one};
 
 /// A dispatcher handler as `dispatcher` builds it, with `extra` settings.
 fn dispatcher(rig: &Rig, extra: &[&str]) -> (Arc<Dispatcher>, fleet_dispatcher::Config) {
+    dispatcher_over(rig, rig.catalog(), extra)
+}
+
+/// [`dispatcher`] routing against `catalog`.
+fn dispatcher_over(
+    rig: &Rig,
+    catalog: fleet_common::catalog::SharedCatalog,
+    extra: &[&str],
+) -> (Arc<Dispatcher>, fleet_dispatcher::Config) {
     let url = rig.nats.url();
     let mut args = vec!["dispatcher", "--nats-url", url.as_str()];
     args.extend_from_slice(extra);
     let config = fleet_dispatcher::Config::try_parse_from(args).expect("dispatcher config");
     let metrics = Metrics::default();
     let classifier = fleet_dispatcher::classifier(&config, &metrics);
-    let handler = Dispatcher::new(
-        rig.fleet.clone(),
-        rig.catalog(),
-        classifier,
-        &config,
-        metrics,
-    );
+    let handler = Dispatcher::new(rig.fleet.clone(), catalog, classifier, &config, metrics);
     (Arc::new(handler), config)
 }
-
 /// How many task messages wait on the tasks stream.
 async fn tasks_published(rig: &Rig) -> u64 {
     let mut stream = rig
@@ -127,19 +129,11 @@ async fn explicit_only_tasks_are_never_picked_by_routing() {
         spec.explicit_only = name == "text.transform";
         catalog.insert(spec).expect("valid spec");
     }
-    let url = rig.nats.url();
-    let config =
-        fleet_dispatcher::Config::try_parse_from(["dispatcher", "--nats-url", url.as_str()])
-            .expect("dispatcher config");
-    let metrics = Metrics::default();
-    let classifier = fleet_dispatcher::classifier(&config, &metrics);
-    let handler = Arc::new(Dispatcher::new(
-        rig.fleet.clone(),
+    let (handler, config) = dispatcher_over(
+        &rig,
         Arc::new(std::sync::RwLock::new(Arc::new(catalog))),
-        classifier,
-        &config,
-        metrics,
-    ));
+        &[],
+    );
     let consumer = fleet_dispatcher::bind_consumer(&rig.fleet, config.ack_wait)
         .await
         .expect("consumer");

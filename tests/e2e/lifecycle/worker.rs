@@ -214,18 +214,7 @@ async fn replay_runs_a_dead_request_once() {
         .await
         .expect("dlq");
     let letter = letters.first().expect("a dead letter");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Fleet-Request-Id", "replay-1");
-    rig.js
-        .publish_with_headers(
-            "fleet.dlq.github.repo_info",
-            headers,
-            letter.payload.clone(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    stray_dead_letter(&rig, "replay-1", letter.payload.clone()).await;
 
     rig.github.set("dead/end", Repo::new().stars(1));
     assert_eq!(
@@ -261,18 +250,7 @@ async fn replay_runs_a_dead_request_once() {
     assert_eq!(rig.result_count("replay-1").await, 1);
 
     // A stray dead letter of a request that has since succeeded replays nothing.
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Fleet-Request-Id", "replay-1");
-    rig.js
-        .publish_with_headers(
-            "fleet.dlq.github.repo_info",
-            headers,
-            letter.payload.clone(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    stray_dead_letter(&rig, "replay-1", letter.payload.clone()).await;
     assert_eq!(
         rig.fleet.replay("replay-1").await.expect("replay"),
         Replayed::NotDead(Some(State::Succeeded))
@@ -366,4 +344,16 @@ async fn an_attempt_past_its_timeout_fails_and_counts() {
         message.contains("ran longer than its 400ms limit"),
         "{message}"
     );
+}
+
+/// Publishes a dead letter for `id` behind the fleet's back (an older series' leftover).
+async fn stray_dead_letter(rig: &Rig, id: &str, payload: bytes::Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Fleet-Request-Id", id);
+    rig.js
+        .publish_with_headers("fleet.dlq.github.repo_info", headers, payload)
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
 }
