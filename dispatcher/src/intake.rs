@@ -314,7 +314,10 @@ mod tests {
                 .message
         };
         assert!(refused(r#"{"id":"a","text":"hi","delay":"30s"}"#).contains("delay"));
-        assert!(refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#).contains("deadline, priority"));
+        assert!(
+            refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#)
+                .contains("deadline, priority")
+        );
         let normal = parse(br#"{"text":"hi","priority":"normal"}"#, None, "gen", 4096);
         assert!(normal.is_ok(), "{normal:?}");
     }
