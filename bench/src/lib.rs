@@ -6,9 +6,11 @@
 //!   [`relay`]). Throughput and latency of both come from the same run, so their ratio is fair;
 //!   start-up times and memory come along.
 //! - [`chaos`] publishes thousands of requests while workers are SIGKILLed and restarted or
-//!   frozen past their ack wait, the dispatcher restarts and nats-server restarts, then checks
-//!   per request id: exactly one stored result, the final status equal to it, at most one dead
-//!   letter; and counts the tasks that ran twice (a fake GitHub counts its hits per repo).
+//!   frozen past their ack wait, the dispatcher restarts and nats-server restarts (or, with
+//!   `--cluster`, nodes of a three-node cluster with R3 streams are killed, the streams'
+//!   leaders among them), then checks per request id: exactly one stored result, the final
+//!   status equal to it, at most one dead letter; and counts the tasks that ran twice (a fake
+//!   GitHub counts its hits per repo).
 //!
 //! Both drive the fleet only through its contract (subjects, JSON, `/readyz`), like the e2e
 //! tests. The binary `fleet-bench` runs them (`fleet-bench bench`, `fleet-bench chaos`); the

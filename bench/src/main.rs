@@ -112,9 +112,27 @@ enum Command {
         /// Do not restart nats-server.
         #[arg(long, env = "FLEET_CHAOS_NO_NATS_RESTART")]
         no_nats_restart: bool,
-        /// Restart nats-server with SIGKILL instead of SIGTERM.
+        /// Restart nats-server with SIGKILL instead of SIGTERM (with --cluster: stop nodes with
+        /// SIGKILL only, instead of SIGKILL and SIGTERM in turn).
         #[arg(long, env = "FLEET_CHAOS_NATS_SIGKILL")]
         nats_sigkill: bool,
+        /// Run on a three-node NATS cluster with R3 streams (FLEET_STREAM_REPLICAS=3, every
+        /// process given the three URLs) of the current nats-server at NATS_SERVER_CURRENT_BIN
+        /// (`scripts/ensure-nats.sh --current` installs one and prints its path); nodes are
+        /// killed and started again instead of the one nats-server restart.
+        #[arg(long, env = "FLEET_CHAOS_CLUSTER")]
+        cluster: bool,
+        /// With --cluster: node kills during the window, each aimed at the leader of one of the
+        /// fleet's streams or consumers in turn, one node down at a time.
+        #[arg(long, env = "FLEET_CHAOS_NODE_KILLS", default_value_t = 4)]
+        node_kills: usize,
+        /// With --cluster: how long a killed node stays down.
+        #[arg(long, env = "FLEET_CHAOS_NODE_DOWN", default_value = "2s", value_parser = humantime::parse_duration)]
+        node_down: Duration,
+        /// With --cluster: give each process one node's URL (in turn) instead of all three;
+        /// it learns the others from the server's INFO.
+        #[arg(long, env = "FLEET_CHAOS_ONE_URL_EACH")]
+        one_url_each: bool,
         /// Seed of the random kill times and victims.
         #[arg(long, env = "FLEET_CHAOS_SEED", default_value_t = 0x5eed_f1ee7)]
         seed: u64,
@@ -192,6 +210,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             dispatcher_restarts,
             no_nats_restart,
             nats_sigkill,
+            cluster,
+            node_kills,
+            node_down,
+            one_url_each,
             seed,
             settle,
         } => {
@@ -207,6 +229,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 dispatcher_restarts,
                 nats_restart: !no_nats_restart,
                 nats_sigkill,
+                cluster,
+                node_kills,
+                node_down,
+                one_url_each,
                 seed,
                 settle_timeout: settle,
                 ..Default::default()

@@ -61,6 +61,9 @@ pub struct FleetProcs {
     dispatcher: Slot,
     /// The workers (`FLEET_WORKER_ID=w<slot>`).
     workers: Vec<Slot>,
+    /// When set, each process's own `NATS_URL` instead of the shared one: the dispatcher the
+    /// first, worker `s` the `s + 1`-th, round the list (see [`FleetProcs::spread_urls`]).
+    own_urls: Vec<String>,
 }
 
 // === impl FleetProcs ===
@@ -94,7 +97,25 @@ impl FleetProcs {
             workers: (0..workers)
                 .map(|_| Slot::new())
                 .collect::<Result<_, _>>()?,
+            own_urls: Vec::new(),
         })
+    }
+
+    /// Gives each process (from its next start on) one of `urls` as its `NATS_URL` instead of
+    /// the shared list: the dispatcher the first, worker `s` the `s + 1`-th, round the list. A
+    /// client of a cluster learns the other nodes from the server it reaches.
+    pub fn spread_urls(&mut self, urls: Vec<String>) {
+        self.own_urls = urls;
+    }
+
+    /// The `NATS_URL` of process `index` (0: the dispatcher, `s + 1`: worker `s`), when
+    /// [`FleetProcs::spread_urls`] gave each its own.
+    fn own_url(&self, index: usize) -> Option<&str> {
+        if self.own_urls.is_empty() {
+            None
+        } else {
+            Some(self.own_urls[index % self.own_urls.len()].as_str())
+        }
     }
 
     /// Starts every worker, then the dispatcher, each waited for until its `/readyz` answers
@@ -126,7 +147,12 @@ impl FleetProcs {
     /// When it cannot be spawned.
     pub fn start_dispatcher(&mut self) -> Result<(), Error> {
         self.dispatcher.proc = None;
-        let proc = self.spawn("dispatcher", "dispatcher", self.dispatcher.port, &[])?;
+        let extra: Vec<(&str, &str)> = self
+            .own_url(0)
+            .map(|u| ("NATS_URL", u))
+            .into_iter()
+            .collect();
+        let proc = self.spawn("dispatcher", "dispatcher", self.dispatcher.port, &extra)?;
         self.dispatcher.proc = Some(proc);
         Ok(())
     }
@@ -144,12 +170,9 @@ impl FleetProcs {
             return Ok(());
         };
         let id = format!("w{slot}");
-        let proc = self.spawn(
-            "worker",
-            &format!("worker {id}"),
-            port,
-            &[("FLEET_WORKER_ID", &id)],
-        )?;
+        let mut extra = vec![("FLEET_WORKER_ID", id.as_str())];
+        extra.extend(self.own_url(slot + 1).map(|u| ("NATS_URL", u)));
+        let proc = self.spawn("worker", &format!("worker {id}"), port, &extra)?;
         self.workers[slot].proc = Some(proc);
         Ok(())
     }

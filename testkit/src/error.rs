@@ -16,6 +16,13 @@ pub enum Error {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// No current nats-server for a cluster (see [`crate::cluster::current_nats_server_bin`]).
+    #[error(
+        "a NATS cluster needs a current nats-server (2.10 or later; 2.9 before 2.9.21 mishandles \
+         Nats-Expected-Last-Subject-Sequence in clusters): {0}. Install one and point at it with \
+         `export NATS_SERVER_CURRENT_BIN=\"$(scripts/ensure-nats.sh --current)\"` (scripts/test.sh does)"
+    )]
+    NoCurrentServer(String),
     /// A process could not be started.
     #[error("cannot start {what}: {source}")]
     Spawn {

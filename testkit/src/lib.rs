@@ -5,6 +5,9 @@
 //!
 //! - [`NatsServer`]: a real `nats-server` with JetStream on a free port and its own store dir,
 //!   found in one order (`NATS_SERVER_BIN`, `nats-server` on `PATH`, `/usr/sbin/nats-server`).
+//! - [`NatsCluster`]: several of those as one JetStream cluster (routes between them, R3
+//!   streams), of a current server only (`NATS_SERVER_CURRENT_BIN`); nodes stop and start again
+//!   in place.
 //! - [`ChildProc`]: a child process (the fleet's `dispatcher` and `worker`, or any binary) with
 //!   a clean environment and a log file, killed on drop; readiness by polling `/readyz`.
 //! - [`TempDir`]: a self-removing temporary directory.
@@ -17,12 +20,14 @@
 //! # Layout
 //!
 //! - `nats.rs`: the `nats-server` guard and its binary lookup.
+//! - `cluster.rs`: the cluster guard and the current server's lookup.
 //! - `process.rs`: child-process guards, signals, RSS, readiness.
 //! - `http.rs`: a minimal HTTP GET and the `/readyz` probe.
 //! - `github.rs`: the fake GitHub API.
 //! - `tempdir.rs`: temporary directories.
 //! - `error.rs`: the error type.
 
+pub mod cluster;
 pub mod error;
 pub mod github;
 pub mod http;
@@ -33,6 +38,7 @@ pub mod tempdir;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub use cluster::NatsCluster;
 pub use error::Error;
 pub use github::{FakeGithub, Repo, Seen};
 pub use http::HttpResponse;

@@ -5,7 +5,7 @@
 //! `/usr/sbin/nats-server` (Debian's package).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,27 @@ impl NatsServer {
     ///
     /// As [`NatsServer::start`].
     pub fn start_with(args: &[&str], userinfo: &str) -> Result<Self, Error> {
-        let bin = nats_server_bin();
+        Self::start_bin(&nats_server_bin(), args, userinfo)
+    }
+
+    /// Like [`NatsServer::start_with`] with the binary `bin` (a cluster node runs the current
+    /// server, see [`crate::NatsCluster`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start_bin(bin: &Path, args: &[&str], userinfo: &str) -> Result<Self, Error> {
+        Self::start_on(bin, crate::free_port()?, args, userinfo)
+    }
+
+    /// Like [`NatsServer::start_bin`] on the client port `port`.
+    pub(crate) fn start_on(
+        bin: &Path,
+        port: u16,
+        args: &[&str],
+        userinfo: &str,
+    ) -> Result<Self, Error> {
+        let bin = bin.to_owned();
         if !bin.is_file() {
             return Err(Error::MissingBinary {
                 name: "nats-server".into(),
@@ -74,7 +94,7 @@ impl NatsServer {
         std::fs::create_dir_all(dir.path().join("store"))?;
         let mut server = Self {
             child: None,
-            port: crate::free_port()?,
+            port,
             dir,
             bin,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -106,6 +126,33 @@ impl NatsServer {
     /// The server's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(ChildProc::pid)
+    }
+
+    /// Is the server process running (not stopped by [`NatsServer::stop`])?
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts a stopped server again on the same port and store (nothing when it runs).
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be started again.
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the server's directory (store and log) on drop.
+    pub fn keep(&mut self) {
+        self.dir.keep();
+    }
+
+    /// The directory holding the server's `store/` and `nats.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Stops the server (see [`NatsServer::stop`]) and starts it again on the same port and
@@ -223,7 +270,12 @@ pub fn nats_server_bin() -> PathBuf {
 
 /// What the server binary says of its version (`nats-server: v2.9.10`), or `unknown`.
 pub fn version() -> String {
-    Command::new(nats_server_bin())
+    version_of(&nats_server_bin())
+}
+
+/// What the server binary `bin` says of its version (`nats-server: v2.15.1`), or `unknown`.
+pub fn version_of(bin: &Path) -> String {
+    Command::new(bin)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())

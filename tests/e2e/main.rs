@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod chaos;
 mod cli;
+mod cluster;
 mod dead_letter;
 mod duplicates;
 mod explicit;

@@ -27,10 +27,22 @@ pub struct ChaosConfig {
     pub ack_wait: Duration,
     /// Dispatcher restarts, evenly spread (the first by SIGTERM, the others by SIGKILL).
     pub dispatcher_restarts: usize,
-    /// Restart nats-server once, halfway (same port and store).
+    /// Restart nats-server once, halfway (same port and store); one server only.
     pub nats_restart: bool,
-    /// Restart nats-server with SIGKILL instead of SIGTERM.
+    /// Restart nats-server (or stop cluster nodes) with SIGKILL only, instead of SIGTERM (one
+    /// server) or SIGKILL and SIGTERM in turn (a cluster).
     pub nats_sigkill: bool,
+    /// Run on a three-node NATS cluster of the current nats-server (`NATS_SERVER_CURRENT_BIN`)
+    /// with R3 streams (`FLEET_STREAM_REPLICAS=3`), every process given all three URLs.
+    pub cluster: bool,
+    /// A cluster: node kills, evenly spread over the window, each aimed at the leader of one of
+    /// the fleet's streams or consumers (in turn), each once every node is healthy.
+    pub node_kills: usize,
+    /// A cluster: how long a killed node stays down.
+    pub node_down: Duration,
+    /// A cluster: give each process one node's URL (in turn) instead of all three, so it
+    /// finds the other nodes from the server's INFO.
+    pub one_url_each: bool,
     /// `FLEET_MAX_ATTEMPTS` (high, so kills do not end requests `dead`).
     pub max_attempts: u32,
     /// How long the fake GitHub takes to answer the repo endpoint (so tasks are in flight when
@@ -57,6 +69,10 @@ impl Default for ChaosConfig {
             dispatcher_restarts: 2,
             nats_restart: true,
             nats_sigkill: false,
+            cluster: false,
+            node_kills: 4,
+            node_down: Duration::from_secs(2),
+            one_url_each: false,
             max_attempts: 10,
             task_delay: Duration::from_millis(100),
             seed: 0x5eed_f1ee7,

@@ -1,6 +1,8 @@
 //! `fleet-bench chaos`: many requests while workers are SIGKILLed and restarted or frozen
 //! (SIGSTOP) past their ack wait and thawed, the dispatcher is restarted and nats-server is
-//! restarted once; then, for every request id, the fleet must have kept its promises.
+//! restarted once, or, with `--cluster`, on a three-node NATS cluster with R3 streams whose nodes
+//! (the streams' and consumers' leaders) are killed and started again; then, for every request
+//! id, the fleet must have kept its promises.
 //!
 //! The requests are explicit `github.repo_info` requests, one repo per request (`chaos/<id>`),
 //! served by a fake GitHub API in the bench process that counts the hits per repo, so a task
@@ -19,11 +21,13 @@
 //!
 //! - `config.rs`: [`ChaosConfig`], the sizes and the chaos.
 //! - `run.rs`: [`run`]: the world, the publisher and the chaos loop.
+//! - `nodes.rs`: the NATS side: one server or the cluster, the restart or the node kills.
 //! - `count.rs`: reading the streams, the bucket and the fake GitHub into the report.
 //! - `report.rs`: [`ChaosReport`], its verdict and table.
 
 mod config;
 mod count;
+mod nodes;
 mod report;
 mod run;
 

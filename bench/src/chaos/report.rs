@@ -18,8 +18,20 @@ pub struct ChaosReport {
     pub worker_stops: usize,
     /// Dispatcher restarts.
     pub dispatcher_restarts: usize,
-    /// nats-server restarts.
+    /// NATS nodes (1: one server; 3: a cluster).
+    pub nats_nodes: usize,
+    /// `FLEET_STREAM_REPLICAS` of the fleet.
+    pub stream_replicas: usize,
+    /// The `NATS_URL` each process got: `all` nodes' URLs, or `one each`.
+    pub fleet_urls: String,
+    /// nats-server restarts (a cluster: nodes started again after a kill).
     pub nats_restarts: usize,
+    /// A cluster: nodes stopped (SIGKILL or SIGTERM).
+    pub node_kills: usize,
+    /// A cluster: of those, nodes that were the leader of the stream or consumer aimed at.
+    pub leader_kills: usize,
+    /// What was done to NATS and when (seconds from the window's start).
+    pub nats_events: Vec<String>,
     /// Distinct request ids with a stored result.
     pub results: usize,
     /// Requests without a stored result.
@@ -103,7 +115,7 @@ impl ChaosReport {
 
     /// The report as a text table, with the verdict and examples of what failed.
     pub fn table(&self) -> String {
-        let rows: [(&str, String); 22] = [
+        let rows: Vec<(&str, String)> = vec![
             ("requests", self.requests.to_string()),
             ("publish retries", self.publish_retries.to_string()),
             ("worker SIGKILLs", self.worker_kills.to_string()),
@@ -112,7 +124,16 @@ impl ChaosReport {
                 self.worker_stops.to_string(),
             ),
             ("dispatcher restarts", self.dispatcher_restarts.to_string()),
+            (
+                "NATS nodes / stream replicas",
+                format!("{} / {}", self.nats_nodes, self.stream_replicas),
+            ),
+            ("fleet's NATS_URL", self.fleet_urls.clone()),
             ("nats-server restarts", self.nats_restarts.to_string()),
+            (
+                "node kills (of a leader)",
+                format!("{} ({})", self.node_kills, self.leader_kills),
+            ),
             ("results stored", self.results.to_string()),
             ("LOST", self.lost.to_string()),
             ("STORED TWICE", self.stored_twice.to_string()),
@@ -136,6 +157,9 @@ impl ChaosReport {
         let mut out = String::new();
         for (k, v) in rows {
             out.push_str(&format!("{k:<30} {v:>12}\n"));
+        }
+        for event in &self.nats_events {
+            out.push_str(&format!("nats: {event}\n"));
         }
         for (what, ids) in [
             ("lost", &self.lost_ids),

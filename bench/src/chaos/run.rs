@@ -1,6 +1,7 @@
-//! The chaos run: a fake GitHub, nats-server and the fleet's processes, requests published
-//! evenly over the window, and meanwhile worker SIGKILLs, worker freezes past the ack wait,
-//! dispatcher restarts and a nats-server restart.
+//! The chaos run: a fake GitHub, NATS (one server or a three-node cluster) and the fleet's
+//! processes, requests published evenly over the window, and meanwhile worker SIGKILLs, worker
+//! freezes past the ack wait, dispatcher restarts, and a nats-server restart or cluster node
+//! kills (`nodes.rs`).
 
 use std::sync::{
     Arc,
@@ -8,11 +9,12 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::{ServerAddr, jetstream};
 use bytes::Bytes;
-use fleet_testkit::{FakeGithub, NatsServer, Repo, Signal, TempDir};
+use fleet_testkit::{FakeGithub, Repo, Signal, TempDir};
 use tokio::sync::Semaphore;
 
+use super::nodes::{Broker, NatsChaos};
 use super::{ChaosConfig, ChaosReport, count::count};
 use crate::{Error, load, proc::FleetProcs};
 
@@ -53,7 +55,8 @@ fn request_body(id: &str) -> Bytes {
 pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
     let github = FakeGithub::start().await?;
     github.set_default(Repo::new().delay(config.task_delay));
-    let mut nats = NatsServer::start()?;
+    let mut nats = Broker::start(config).await?;
+    let replicas = nats.replicas().to_string();
     let mut logs = TempDir::new("bench-chaos")?;
     let max_attempts = config.max_attempts.to_string();
     let ack_wait = format!("{}ms", config.ack_wait.as_millis());
@@ -67,26 +70,45 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
         ("FLEET_BACKOFF_MAX", "500ms"),
         ("FLEET_DRAIN_GRACE", "2s"),
         ("FLEET_MAX_ATTEMPTS", max_attempts.as_str()),
+        ("FLEET_STREAM_REPLICAS", replicas.as_str()),
         ("RUST_LOG", "info"),
     ];
     let workers = config.workers.max(1);
     let mut fleet = FleetProcs::new(
         &config.bin_dir,
         logs.path(),
-        &nats.url(),
+        &nats.urls(),
         &settings,
         workers,
     )?;
-    fleet.start_all(Duration::from_secs(30)).await?;
+    let one_url_each = config.cluster && config.one_url_each;
+    if one_url_each {
+        fleet.spread_urls(nats.urls().split(',').map(str::to_owned).collect());
+    }
+    if let Err(e) = fleet.start_all(Duration::from_secs(30)).await {
+        // The error names a process's log: keep it (and the servers') to be read.
+        logs.keep();
+        nats.keep();
+        return Err(e);
+    }
 
+    let servers = nats
+        .urls()
+        .split(',')
+        .map(str::parse::<ServerAddr>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::nats("server URLs", e))?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(nats.url())
+        .connect(servers)
         .await
         .map_err(|e| Error::nats("connect", e))?;
     let js = jetstream::new(client.clone());
     let mut report = ChaosReport {
         requests: config.requests,
+        nats_nodes: nats.nodes(),
+        stream_replicas: nats.replicas(),
+        fleet_urls: if one_url_each { "one each" } else { "all" }.to_owned(),
         logs: logs.path().display().to_string(),
         ..Default::default()
     };
@@ -102,19 +124,28 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
     // The chaos, until the window is over and every request is published.
     let start = Instant::now();
     let mut chaos = Chaos::new(config, start, workers);
+    let mut nats_chaos = NatsChaos::new(config, &nats, start);
     while start.elapsed() < config.duration || !publisher.is_finished() {
-        chaos
-            .tick(config, &mut fleet, &mut nats, &mut report)
-            .await?;
+        if start.elapsed() < config.duration {
+            nats_chaos.tick(&mut nats, &js, &mut report).await?;
+        } else {
+            nats_chaos.end(&mut nats, &mut report)?;
+        }
+        chaos.tick(config, &mut fleet, &mut report).await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = publisher.await;
+    nats_chaos.end(&mut nats, &mut report)?;
     chaos.end(&mut fleet)?;
     report.chaos_s = start.elapsed().as_secs_f64();
     report.publish_retries = retries.load(Ordering::Relaxed);
 
-    // Settle: wait until every request has a result (or the timeout).
+    // Settle: wait until every node is healthy again and every request has a result (or the
+    // timeout).
     let settled = Instant::now();
+    if let Err(e) = nats.wait_healthy().await {
+        report.nats_events.push(format!("after the window: {e}"));
+    }
     let results_stream = format!("{}_RESULTS", PREFIX.to_uppercase());
     loop {
         let count = match js.get_stream(&results_stream).await {
@@ -131,6 +162,9 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, Error> {
     count(&js, &github, config.requests, &mut report).await?;
     if !report.passed() {
         logs.keep();
+        for dir in nats.keep() {
+            report.logs.push_str(&format!(" {}", dir.display()));
+        }
     }
     drop(fleet);
     Ok(report)
@@ -179,15 +213,13 @@ struct Chaos {
     stops_at: Vec<Instant>,
     /// When the remaining dispatcher restarts are due.
     dispatcher_at: Vec<Instant>,
-    /// When the nats-server restart is due.
-    nats_at: Option<Instant>,
 }
 
 // === impl Chaos ===
 
 impl Chaos {
-    /// The schedule of a run that starts at `start`: worker kills at random, freezes,
-    /// dispatcher restarts and the nats-server restart at fixed points of the window.
+    /// The schedule of a run that starts at `start`: worker kills at random, freezes and
+    /// dispatcher restarts at fixed points of the window (NATS's is [`NatsChaos`]).
     fn new(config: &ChaosConfig, start: Instant, workers: usize) -> Self {
         let mut rng = Rng(config.seed.max(1));
         let at = |fraction: f64| start + config.duration.mul_f64(fraction);
@@ -206,7 +238,6 @@ impl Chaos {
             dispatcher_at: (1..=restarts)
                 .map(|k| at(k as f64 / (restarts + 1) as f64))
                 .collect(),
-            nats_at: config.nats_restart.then(|| at(0.5)),
         }
     }
 
@@ -215,7 +246,6 @@ impl Chaos {
         &mut self,
         config: &ChaosConfig,
         fleet: &mut FleetProcs,
-        nats: &mut NatsServer,
         report: &mut ChaosReport,
     ) -> Result<(), Error> {
         let now = Instant::now();
@@ -257,16 +287,6 @@ impl Chaos {
             }
             fleet.start_dispatcher()?;
             report.dispatcher_restarts += 1;
-        }
-        if self.nats_at.is_some_and(|t| now >= t) {
-            self.nats_at = None;
-            let how = if config.nats_sigkill {
-                Signal::Kill
-            } else {
-                Signal::Term
-            };
-            tokio::task::block_in_place(|| nats.restart(how))?;
-            report.nats_restarts += 1;
         }
         Ok(())
     }
