@@ -6,10 +6,8 @@
 //! every request has exactly one stored result and its final status in the bucket equals the
 //! result's.
 //!
-//! Each process gets one node's URL (`--one-url-each`) and finds the others from the server's
-//! INFO: a comma-separated `NATS_URL` (all three nodes) does not connect yet, the fleet passes
-//! the whole list to async-nats as one URL ("invalid port number"). Once it does, drop
-//! `--one-url-each` so this test covers the list too.
+//! Every process gets the three nodes' URLs in one comma-separated `NATS_URL`, as a user of a
+//! cluster gives them.
 //!
 //! The cluster runs the current nats-server that `scripts/test.sh` names in
 //! `NATS_SERVER_CURRENT_BIN` (`scripts/ensure-nats.sh --current`); without it the test fails and
@@ -43,7 +41,7 @@ async fn cluster_chaos_loses_and_duplicates_nothing() {
         .env(fleet_testkit::cluster::CURRENT_BIN_VAR, &current)
         .arg("--bin-dir")
         .arg(fleet_tests::target_dir())
-        .args(["chaos", "--cluster", "--one-url-each"])
+        .args(["chaos", "--cluster"])
         .args(["--requests", &requests])
         .args([
             "--duration",

@@ -221,11 +221,22 @@ impl NatsArgs {
         // than choose). A provider installed earlier stays.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let servers = without_userinfo(&login.url);
+        // A comma-separated list is several servers: async-nats reads a `&str` as one URL.
+        let addrs = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>().map_err(|e| {
+                    Error::Config(format!("NATS server `{}` is not a URL: {e}", redact_url(s)))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut delay = CONNECT_RETRY_MIN;
         let mut warned: Option<Instant> = None;
         loop {
             let opts = Self::options(&login, name).await?;
-            let source = match opts.connect(servers.as_str()).await {
+            let source = match opts.connect(addrs.as_slice()).await {
                 Ok(client) => return Ok(client),
                 Err(e) => e,
             };
