@@ -21,7 +21,8 @@ const REQUESTS: u64 = 300;
 async fn chaos_loses_and_duplicates_nothing() {
     let bench = fleet_tests::binary("fleet-bench");
     let requests = REQUESTS.to_string();
-    let run = tokio::process::Command::new(&bench)
+    let mut command = tokio::process::Command::new(&bench);
+    command
         .arg("--bin-dir")
         .arg(fleet_tests::target_dir())
         .args(["chaos", "--requests", &requests, "--duration", "8s"])
@@ -32,22 +33,14 @@ async fn chaos_loses_and_duplicates_nothing() {
             "1",
             "--settle",
             "60s",
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(RUN_LIMIT, run)
-        .await
-        .expect("fleet-bench chaos finishes in time")
-        .expect("fleet-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ]);
+    let BenchRun {
+        status,
+        stdout,
+        stderr,
+        summary,
+    } = run_bench(command, RUN_LIMIT).await;
     eprintln!("{stdout}");
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no JSON summary in the output:\n{stdout}\n{stderr}"));
     let figure = |name: &str| {
         summary[name]
             .as_u64()
@@ -65,8 +58,39 @@ async fn chaos_loses_and_duplicates_nothing() {
     assert!(figure("worker_kills") > 0, "workers were killed");
     assert_eq!(figure("worker_stops"), 1, "a worker was frozen");
     assert!(
-        out.status.success(),
+        status.success(),
         "fleet-bench chaos exited with {}:\n{stdout}\n{stderr}",
-        out.status
+        status
     );
+}
+
+/// What a `fleet-bench` child process left: its exit status, its output and its JSON summary.
+pub(crate) struct BenchRun {
+    pub(crate) status: std::process::ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// The last line of its output that is JSON.
+    pub(crate) summary: Value,
+}
+
+/// Runs `command` (a `fleet-bench` invocation) within `limit` and reads its JSON summary.
+pub(crate) async fn run_bench(mut command: tokio::process::Command, limit: Duration) -> BenchRun {
+    let run = command.stdin(Stdio::null()).kill_on_drop(true).output();
+    let out = tokio::time::timeout(limit, run)
+        .await
+        .expect("fleet-bench finishes in time")
+        .expect("fleet-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON summary in the output:\n{stdout}\n{stderr}"));
+    BenchRun {
+        status: out.status,
+        stdout,
+        stderr,
+        summary,
+    }
 }

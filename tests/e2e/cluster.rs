@@ -13,10 +13,9 @@
 //! `NATS_SERVER_CURRENT_BIN` (`scripts/ensure-nats.sh --current`); without it the test fails and
 //! says how to get one: clustered JetStream needs 2.9.21 or later, and Debian ships 2.9.10.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use crate::chaos::{BenchRun, run_bench};
 
 /// How long the whole run may take before the test gives up (about 25 s on 2 cores: 14 s of
 /// chaos, a few seconds of settling; a leader killed by SIGKILL is replaced after 4–7 s).
@@ -37,7 +36,8 @@ async fn cluster_chaos_loses_and_duplicates_nothing() {
     let requests = REQUESTS.to_string();
     let kills = NODE_KILLS.to_string();
     let started = Instant::now();
-    let run = tokio::process::Command::new(&bench)
+    let mut command = tokio::process::Command::new(&bench);
+    command
         .env(fleet_testkit::cluster::CURRENT_BIN_VAR, &current)
         .arg("--bin-dir")
         .arg(fleet_tests::target_dir())
@@ -58,22 +58,14 @@ async fn cluster_chaos_loses_and_duplicates_nothing() {
             "1",
             "--settle",
             "60s",
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(RUN_LIMIT, run)
-        .await
-        .expect("fleet-bench chaos --cluster finishes in time")
-        .expect("fleet-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ]);
+    let BenchRun {
+        status,
+        stdout,
+        stderr,
+        summary,
+    } = run_bench(command, RUN_LIMIT).await;
     eprintln!("{stdout}\n(took {:.1} s)", started.elapsed().as_secs_f64());
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no JSON summary in the output:\n{stdout}\n{stderr}"));
     let figure = |name: &str| {
         summary[name]
             .as_u64()
@@ -104,8 +96,8 @@ async fn cluster_chaos_loses_and_duplicates_nothing() {
         "a stream's or consumer's leader was killed: {summary:#}"
     );
     assert!(
-        out.status.success(),
+        status.success(),
         "fleet-bench chaos --cluster exited with {}:\n{stdout}\n{stderr}",
-        out.status
+        status
     );
 }
