@@ -17,6 +17,7 @@
 //! - [`pull`] - a bounded pull loop over a durable consumer, shared by dispatcher and workers.
 //! - [`llm`] - the OpenAI-compatible client (OpenAI, Azure OpenAI, local servers).
 //! - [`telemetry`] - tracing, OpenTelemetry export and trace propagation in NATS headers.
+//! - [`http`] - what is read from HTTP answers (`Retry-After`).
 //! - [`health`] - `/healthz`, `/readyz` and `/metrics`.
 //! - [`shutdown`] - SIGTERM/SIGINT handling.
 //! - [`error`] - the crate's error type.
@@ -25,6 +26,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod lifecycle;
 pub mod llm;
 pub mod messages;

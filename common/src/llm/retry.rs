@@ -21,8 +21,10 @@ use std::{
 };
 
 use async_openai::{error::OpenAIError, middleware::HttpRequestFactory};
-use reqwest::{Response, header};
+use reqwest::Response;
 use tokio::time::Instant;
+
+use crate::http::retry_after;
 
 /// The first backoff without `Retry-After`; it doubles per retry.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -125,18 +127,6 @@ fn wait_before_retry(outcome: &Result<Response, OpenAIError>, retry: usize) -> O
         Err(OpenAIError::Reqwest(e)) if e.is_connect() => Some(backoff()),
         Err(_) => None,
     }
-}
-
-/// `Retry-After` in seconds (the form OpenAI-compatible servers send).
-fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use fleet_common::{messages::ErrorKind, telemetry};
+use fleet_common::{http::retry_after, messages::ErrorKind, telemetry};
 use reqwest::{Response, StatusCode, Url, header};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
@@ -364,18 +364,6 @@ fn classify(response: Response, what: &str) -> Result<Response, TaskError> {
             "GitHub refused the request for {what} ({s}); check GITHUB_TOKEN and the repository name"
         ))),
     }
-}
-
-/// `Retry-After` in seconds.
-fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// Time until `x-ratelimit-reset` (a Unix time).
