@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error,
     messages::{ErrorInfo, ErrorKind},
+    patterns::{self, CompiledPattern, Pattern},
     topology::Fleet,
 };
 
@@ -38,6 +39,10 @@ pub struct TaskSpec {
     /// A few example requests that route to this task.
     #[serde(default)]
     pub examples: Vec<String>,
+    /// Phrasings that certainly (or, as hints, probably) mean this task, with how to read its
+    /// input from the text: the dispatcher routes with them before, or without, an LLM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<Pattern>,
     /// When true, only an explicit request (`task` + `input`) may run it; the LLM never picks it.
     #[serde(default)]
     pub explicit_only: bool,
@@ -65,6 +70,21 @@ struct Entry {
     spec: TaskSpec,
     /// The compiled input schema.
     validator: jsonschema::Validator,
+    /// The compiled routing patterns.
+    patterns: Vec<CompiledPattern>,
+}
+
+/// What one pattern of the catalog read from a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternMatch<'a> {
+    /// The task whose pattern matched.
+    pub task: &'a str,
+    /// Which of its patterns (0-based).
+    pub index: usize,
+    /// Whether that pattern is only a hint.
+    pub hint: bool,
+    /// The input it read, valid against the task's schema.
+    pub input: Value,
 }
 
 /// The tasks the fleet can run, with compiled input schemas.
@@ -119,8 +139,16 @@ impl Catalog {
                 spec.name
             ))
         })?;
-        self.tasks
-            .insert(spec.name.clone(), Arc::new(Entry { spec, validator }));
+        let patterns = patterns::compile(&spec.patterns)
+            .map_err(|e| Error::Config(format!("task {}: {e}", spec.name)))?;
+        self.tasks.insert(
+            spec.name.clone(),
+            Arc::new(Entry {
+                spec,
+                validator,
+                patterns,
+            }),
+        );
         self.version += 1;
         self.changed_at = Some(std::time::Instant::now());
         Ok(())
@@ -157,6 +185,34 @@ impl Catalog {
     /// Changes with every insert or removal.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Every pattern match of `text`, in catalog order (tasks by name, then each task's
+    /// patterns in order), of tasks routing may pick (not `explicit_only`), whose input passes
+    /// the task's schema.
+    pub fn pattern_matches(&self, text: &str) -> Vec<PatternMatch<'_>> {
+        let text = text.trim();
+        let mut found = Vec::new();
+        for (name, entry) in &self.tasks {
+            if entry.spec.explicit_only {
+                continue;
+            }
+            for (index, pattern) in entry.patterns.iter().enumerate() {
+                let Some(input) = pattern.read(text) else {
+                    continue;
+                };
+                let input = Value::Object(input);
+                if entry.validator.is_valid(&input) {
+                    found.push(PatternMatch {
+                        task: name,
+                        index,
+                        hint: pattern.is_hint(),
+                        input,
+                    });
+                }
+            }
+        }
+        found
     }
 
     /// Checks that `task` is in the catalog and `input` passes its schema.
@@ -346,9 +402,35 @@ mod tests {
             }),
             output: String::new(),
             examples: vec![],
+            patterns: vec![],
             timeout: None,
             explicit_only: false,
         }
+    }
+
+    #[test]
+    fn patterns_match_in_catalog_order_and_only_with_valid_input() {
+        let mut c = Catalog::default();
+        let mut s = spec();
+        s.patterns = vec![
+            Pattern::new(r"(?i)^shout (?P<text>.+)$").with("op", "upper"),
+            Pattern::new(r"(?i)^whisper (?P<text>.+)$").with("op", "lower").hint(),
+            // Its input fails the schema (an op the task does not have): never a match.
+            Pattern::new(r"(?i)^mumble (?P<text>.+)$").with("op", "sideways"),
+        ];
+        c.insert(s).expect("valid spec");
+        let m = c.pattern_matches("  shout hello ");
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].task, m[0].index, m[0].hint), ("text.transform", 0, false));
+        assert_eq!(m[0].input, json!({"text": "hello", "op": "upper"}));
+        assert!(c.pattern_matches("whisper HI")[0].hint);
+        assert!(c.pattern_matches("mumble hi").is_empty());
+
+        let mut bad = spec();
+        bad.name = "bad".into();
+        bad.patterns = vec![Pattern::new("(")];
+        let e = c.insert(bad).expect_err("a pattern that does not compile");
+        assert!(e.to_string().contains("bad"), "{e}");
     }
 
     #[test]

@@ -41,8 +41,10 @@ pub fn is_valid_id(id: &str) -> bool {
 pub enum ClassifiedBy {
     /// The LLM chose it from the catalog.
     Llm,
-    /// The built-in rules chose it.
-    Rules,
+    /// The catalog's patterns chose it (a certain match, or their best guess, else `chat`,
+    /// when no LLM answer was usable). Records written before patterns said `rules`.
+    #[serde(alias = "rules")]
+    Patterns,
     /// The caller named it.
     Explicit,
 }
@@ -54,7 +56,7 @@ impl ClassifiedBy {
     pub fn as_str(self) -> &'static str {
         match self {
             ClassifiedBy::Llm => "llm",
-            ClassifiedBy::Rules => "rules",
+            ClassifiedBy::Patterns => "patterns",
             ClassifiedBy::Explicit => "explicit",
         }
     }
@@ -149,6 +151,32 @@ pub struct LlmUsage {
     pub output_tokens: u32,
 }
 
+/// How a request's task was chosen, beyond the tier: why, whether the input was found in the
+/// request's words, the model, the cache, how long it took. Task messages, status records and
+/// results carry it as `routing`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Why the deciding tier decided, in a few words (`certain pattern`, `LLM answer
+    /// grounded`, `LLM answer not grounded: ...; patterns' best guess`).
+    pub reason: String,
+    /// Whether every free-text input field was found in the request's words (absent: not
+    /// checked, as for explicit requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounded: Option<bool>,
+    /// The model asked, when the LLM was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// LLM calls made for this decision (0: the LLM was not asked, or the cache answered).
+    #[serde(default)]
+    pub llm_calls: u32,
+    /// The decision came from the decision cache.
+    #[serde(default)]
+    pub cache_hit: bool,
+    /// How long routing took, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
 /// A request as a caller sends it on `<prefix>.requests` in JSON form.
 ///
 /// Plain UTF-8 text is also a request: it is the `text`.
@@ -194,6 +222,9 @@ pub struct TaskMessage {
     /// What the LLM classification cost, when the LLM chose the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmUsage>,
+    /// How the task was chosen: why, grounded or not, model, cache, latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
 }
 
 /// A request's final outcome.
@@ -254,6 +285,9 @@ pub struct TaskResult {
     /// How the task was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classified_by: Option<ClassifiedBy>,
+    /// How the task was chosen: why, grounded or not, model, cache, latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
     /// The W3C trace id: open it in Jaeger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -285,6 +319,7 @@ impl TaskResult {
             error: None,
             attempts,
             classified_by: Some(task.classified_by),
+            routing: task.routing.clone(),
             trace_id: task.trace_id.clone(),
             metadata: task.metadata.clone(),
             given_id: None,
@@ -440,6 +475,9 @@ pub struct StatusRecord {
     /// What the LLM classification cost, when the LLM chose the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmUsage>,
+    /// How the task was chosen: why, grounded or not, model, cache, latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
     /// Stream sequence of the request message that created this record: a redelivery of the
     /// same message carries the same sequence, a duplicate request another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -467,6 +505,7 @@ impl StatusRecord {
             errors: Vec::new(),
             error: None,
             llm: None,
+            routing: None,
             request_seq: None,
             created_at: now.clone(),
             updated_at: now,
@@ -480,6 +519,7 @@ impl StatusRecord {
         rec.trace_id = task.trace_id.clone();
         rec.classified_by = Some(task.classified_by);
         rec.llm = task.llm.clone();
+        rec.routing = task.routing.clone();
         if let Some(at) = &task.received_at {
             rec.created_at = at.clone();
         }
@@ -533,7 +573,7 @@ mod tests {
         }
         for c in [
             ClassifiedBy::Llm,
-            ClassifiedBy::Rules,
+            ClassifiedBy::Patterns,
             ClassifiedBy::Explicit,
         ] {
             assert_eq!(label(serde_json::json!(c)), c.as_str());
@@ -546,17 +586,23 @@ mod tests {
             request_id: "r1".into(),
             task: "text.transform".into(),
             input: serde_json::json!({"text": "x", "op": "upper"}),
-            classified_by: ClassifiedBy::Rules,
+            classified_by: ClassifiedBy::Patterns,
             metadata: None,
             trace_id: Some("abc".into()),
             received_at: None,
             llm: None,
+            routing: None,
         };
         let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);
         r.output = Some(serde_json::json!({"text": "X"}));
         let v = serde_json::to_value(&r).expect("serialise");
         assert_eq!(v["status"], "succeeded");
-        assert_eq!(v["classified_by"], "rules");
+        assert_eq!(v["classified_by"], "patterns");
+        // Records written before patterns said `rules`: they still read.
+        assert_eq!(
+            serde_json::from_value::<ClassifiedBy>(serde_json::json!("rules")).ok(),
+            Some(ClassifiedBy::Patterns)
+        );
         assert_eq!(v["output"]["text"], "X");
         assert!(v.get("error").is_none());
         assert_eq!(State::Retrying.to_string(), "retrying");

@@ -43,7 +43,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    classifier::{Classify, Decision, LlmClassifier, LlmClassifierConfig, Rules},
+    classifier::{Classify, Decision, LlmClassifier, LlmClassifierConfig, Router},
     intake::{Body, Incoming},
     metrics::Metrics,
     publisher::Rejected,
@@ -163,17 +163,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// The classifier `config` asks for: the LLM (with the rules behind it) when one is configured,
-/// else the built-in rules.
+/// The classifier `config` asks for: the catalog's patterns, then the LLM when one is
+/// configured (see [`classifier::Router`]).
 pub fn classifier(config: &Config, metrics: &Metrics) -> Arc<dyn Classify> {
     match Llm::from_args(&config.llm) {
         Some(llm) => {
             tracing::info!(
                 model = llm.model(),
                 provider = llm.provider(),
-                "routing with the LLM (the built-in rules when it cannot answer)"
+                "routing with the catalog's patterns, then the LLM (the patterns' best guess when it cannot answer)"
             );
-            Arc::new(LlmClassifier::new(
+            Arc::new(Router::new(Some(LlmClassifier::new(
                 llm,
                 &LlmClassifierConfig {
                     response_format: config.llm_response_format,
@@ -184,13 +184,13 @@ pub fn classifier(config: &Config, metrics: &Metrics) -> Arc<dyn Classify> {
                     breaker_cooldown: config.llm_breaker_cooldown,
                 },
                 metrics.clone(),
-            ))
+            ))))
         }
         None => {
             tracing::info!(
-                "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the built-in rules route requests"
+                "no LLM configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT): the catalog's patterns route requests (chat when none matches)"
             );
-            Arc::new(Rules)
+            Arc::new(Router::new(None))
         }
     }
 }
@@ -393,6 +393,7 @@ impl Dispatcher {
         };
         span.record("task", decision.task.as_str());
         span.record("classified_by", by_label(decision.by));
+        span.record("routing_reason", decision.routing.reason.as_str());
         let check = if checked {
             Ok(())
         } else {
@@ -431,6 +432,7 @@ impl Dispatcher {
             trace_id,
             received_at: Some(ticket.received_at().to_owned()),
             llm: decision.usage,
+            routing: Some(decision.routing),
         };
         self.fleet.queue(ticket, &task).await?;
         tracing::debug!(task = %task.task, "task queued");
@@ -477,33 +479,33 @@ impl Dispatcher {
 
     /// The decision for a request that needs no slow call: explicit, or a rule that is sure.
     fn quick(&self, incoming: &Incoming, catalog: &Arc<Catalog>) -> Option<Decision> {
-        match &incoming.body {
-            Body::Explicit { task, input } => {
-                Some(Decision::new(task, input.clone(), ClassifiedBy::Explicit))
-            }
+        let started = std::time::Instant::now();
+        let decision = match &incoming.body {
+            Body::Explicit { task, input } => Some(explicit(task, input)),
             Body::Text(text) => self
                 .classifier
-                .quick(text)
+                .quick(text, catalog)
                 .map(|d| fit_catalog(d, text, catalog)),
-        }
+        };
+        decision.map(|d| timed(d, started))
     }
 
     async fn decide(&self, incoming: &Incoming, catalog: &Arc<Catalog>) -> Decision {
-        match &incoming.body {
-            Body::Explicit { task, input } => {
-                Decision::new(task, input.clone(), ClassifiedBy::Explicit)
-            }
+        let started = std::time::Instant::now();
+        let decision = match &incoming.body {
+            Body::Explicit { task, input } => explicit(task, input),
             Body::Text(text) => {
                 let decision = match self.classifier.classify(text, catalog.clone()).await {
                     Ok(d) => d,
                     Err(e) => {
-                        tracing::warn!(error = %e, "classifier failed; the rules route this request");
-                        classifier::route(text)
+                        tracing::warn!(error = %e, "classifier failed; the patterns route this request");
+                        classifier::fallback(text, catalog, &format!("classifier failed: {e}"))
                     }
                 };
                 fit_catalog(decision, text, catalog)
             }
-        }
+        };
+        timed(decision, started)
     }
 
     fn count_rejection(&self, error: &fleet_common::messages::ErrorInfo) {
@@ -537,7 +539,18 @@ fn identity(msg: &Message) -> (u64, String, Option<&str>) {
     (seq, generated, header_id)
 }
 
-/// The rules know the built-in tasks; a fleet may run without some of them: `chat` then.
+/// A request that names its task: routing is skipped.
+fn explicit(task: &str, input: &serde_json::Value) -> Decision {
+    Decision::new(task, input.clone(), ClassifiedBy::Explicit).because("named by the request")
+}
+
+/// `decision` with how long routing took since `started`.
+fn timed(mut decision: Decision, started: std::time::Instant) -> Decision {
+    decision.routing.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    decision
+}
+
+/// A decision for a task the catalog does not have (or routing may not pick): `chat` then.
 ///
 /// No routing tier ever picks an `explicit_only` task (only a request naming it may run it):
 /// such a choice falls back to `chat` too, or, when `chat` cannot be chosen either, stays as it
@@ -548,14 +561,18 @@ fn fit_catalog(decision: Decision, text: &str, catalog: &Catalog) -> Decision {
     }
     let chosen = catalog.get(&decision.task);
     let unusable = match chosen {
-        None => decision.by == ClassifiedBy::Rules,
+        None => decision.by == ClassifiedBy::Patterns,
         Some(spec) => spec.explicit_only,
     };
     let fallback_usable = catalog
         .get(classifier::FALLBACK_TASK)
         .is_some_and(|spec| !spec.explicit_only);
     if unusable && fallback_usable && decision.task != classifier::FALLBACK_TASK {
-        return classifier::chat(text);
+        return classifier::chat(text).because(format!(
+            "`{}` cannot be routed to: {}",
+            decision.task,
+            classifier::FALLBACK_TASK
+        ));
     }
     decision
 }

@@ -13,7 +13,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     /// Requests read from the requests stream (redeliveries included).
     pub received: Counter,
-    /// Requests routed to a task, by method (`llm`, `rules`, `explicit`).
+    /// Requests routed to a task, by the tier that decided (`explicit`, `patterns`, `llm`).
     pub classified: Family<Labels, Counter>,
     /// Requests rejected, by error kind.
     pub rejected: Family<Labels, Counter>,
@@ -49,7 +49,7 @@ impl Default for Metrics {
         };
         // Every method and LLM outcome is exported from the start, at 0: a series born at 1
         // has no `increase()`, so an alert on the first circuit_open would never fire.
-        for method in ["explicit", "llm", "rules"] {
+        for method in ["explicit", "llm", "patterns"] {
             metrics
                 .classified
                 .get_or_create(&vec![("method", method.to_owned())])

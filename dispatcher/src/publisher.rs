@@ -55,6 +55,7 @@ pub async fn reject(
         error: Some(rejected.error),
         attempts: 0,
         classified_by: rejected.classified_by,
+        routing: None,
         trace_id,
         metadata: rejected.metadata,
         given_id: rejected.given_id,

@@ -54,7 +54,7 @@ fn assert_json_schema_call(call: &LlmCall) {
     names.sort();
     assert_eq!(
         names,
-        ["chat", "github.repo_info", "text.transform"],
+        ["chat", "github.repo_info", "note.append", "text.transform"],
         "the task field is an enum of the catalog's names: {:#}",
         call.body["response_format"]
     );
@@ -236,7 +236,7 @@ async fn answers_invalid_twice_are_routed_by_the_rules() {
         let result = request(&env, id, text).await;
         assert_outcome(&result, "succeeded", None);
         assert_eq!(
-            result["classified_by"], "rules",
+            result["classified_by"], "patterns",
             "two invalid answers: the rules route: {result:#}"
         );
         assert_eq!(result["task"], "text.transform", "{result:#}");
@@ -308,7 +308,7 @@ async fn a_slow_answer_past_the_timeout_is_routed_by_the_rules() {
     );
     let result = request(&env, "llm-slow", text).await;
     assert_outcome(&result, "succeeded", None);
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(result["output"], json!({"text": "T"}), "{result:#}");
     assert_eq!(
         openai.routing_calls_for(text).len(),
@@ -387,7 +387,7 @@ async fn the_circuit_opens_after_repeated_failures_and_no_request_is_lost() {
         let id = format!("down-{i}");
         let result = request(&env, &id, &format!("Make the letter `{letter}` uppercase")).await;
         assert_outcome(&result, "succeeded", None);
-        assert_eq!(result["classified_by"], "rules", "{result:#}");
+        assert_eq!(result["classified_by"], "patterns", "{result:#}");
         assert_eq!(
             result["output"],
             json!({"text": letter.to_uppercase()}),
@@ -420,7 +420,7 @@ async fn the_circuit_opens_after_repeated_failures_and_no_request_is_lost() {
         scrape.text
     );
     assert_eq!(
-        scrape.value("fleet_requests_classified_total", &[("method", "rules")]),
+        scrape.value("fleet_requests_classified_total", &[("method", "patterns")]),
         4.0,
         "{}",
         scrape.text
@@ -454,7 +454,7 @@ async fn an_unreachable_llm_loses_no_request() {
     for (i, id) in ids.iter().enumerate() {
         let result = env.client.wait_result(id, WAIT).await;
         assert_outcome(&result, "succeeded", None);
-        assert_eq!(result["classified_by"], "rules", "{result:#}");
+        assert_eq!(result["classified_by"], "patterns", "{result:#}");
         assert_eq!(
             result["output"],
             json!({"text": i.to_string()}),
@@ -589,7 +589,7 @@ async fn llm_waits_are_bounded_by_the_llm_timeout() {
     let result = request(&env, "llm-hour", text).await;
     let took = started.elapsed();
     assert_outcome(&result, "succeeded", None);
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(result["output"], json!({"text": "H"}), "{result:#}");
     assert!(
         took < Duration::from_secs(5),
@@ -611,7 +611,7 @@ async fn llm_waits_are_bounded_by_the_llm_timeout() {
     let result = request(&env, "llm-three", text).await;
     let took = started.elapsed();
     assert_outcome(&result, "succeeded", None);
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(result["output"], json!({"text": "K"}), "{result:#}");
     let calls = openai.routing_calls_for(text);
     assert_eq!(calls.len(), 2, "one wait of 3 s fits in 5 s, two do not");
@@ -664,7 +664,7 @@ async fn llm_prompts_show_at_most_4_kib_of_the_request() {
         &shown[shown.len().saturating_sub(120)..]
     );
     assert_eq!(
-        result["classified_by"], "rules",
+        result["classified_by"], "patterns",
         "an input cut where the prompt was cut never runs: {result:#}"
     );
     assert_eq!(result["task"], "chat", "{result:#}");

@@ -59,7 +59,7 @@ async fn seed_requests_route_through_a_real_local_model() {
             "a model's answer never gets a request rejected: {result:#}"
         );
         let by = result["classified_by"].as_str().unwrap_or_default();
-        assert!(by == "llm" || by == "rules", "{id}: {result:#}");
+        assert!(by == "llm" || by == "patterns", "{id}: {result:#}");
         if by == "llm" {
             let llm = &status["llm"];
             assert_eq!(llm["model"], LOCAL_MODEL, "{status:#}");

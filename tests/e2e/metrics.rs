@@ -101,7 +101,7 @@ async fn counters_move_with_the_traffic() {
             ),
             (
                 "fleet_requests_classified_total",
-                &[("method", "rules")],
+                &[("method", "patterns")],
                 1.0,
             ),
             ("fleet_requests_classified_total", &[("method", "llm")], 0.0),

@@ -1,4 +1,4 @@
-//! Scenario 1: the seed requests, published as plain text, routed by the built-in rules.
+//! Scenario 1: the seed requests, published as plain text, routed by the catalog's patterns.
 
 use std::collections::HashSet;
 
@@ -25,7 +25,7 @@ async fn next_new_result(client: &Client, seen: &mut HashSet<String>) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn seed_requests_in_plain_text_are_routed_by_rules() {
+async fn seed_requests_in_plain_text_are_routed_by_patterns() {
     let env = TestEnv::start().await;
     env.github.set(
         "ranfysvalle02/ai-self-attention",
@@ -44,7 +44,7 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
     let result = next_new_result(&env.client, &mut seen).await;
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["task"], "github.repo_info", "{result:#}");
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(result["input"]["owner"], "ranfysvalle02", "{result:#}");
     assert_eq!(result["input"]["repo"], "ai-self-attention", "{result:#}");
     assert_eq!(
@@ -76,7 +76,7 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
     let result = next_new_result(&env.client, &mut seen).await;
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["task"], "text.transform", "{result:#}");
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(result["input"]["op"], "upper", "{result:#}");
     assert_eq!(result["output"], json!({"text": "X"}), "{result:#}");
 
@@ -100,7 +100,7 @@ async fn seed_requests_in_plain_text_are_routed_by_rules() {
     let result = env.client.wait_result("stars-1", WAIT).await;
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["task"], "github.repo_info", "{result:#}");
-    assert_eq!(result["classified_by"], "rules", "{result:#}");
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
     assert_eq!(
         result["input"],
         json!({"owner": "rust-lang", "repo": "rust"}),

@@ -124,14 +124,14 @@ mod tests {
             "# HELP fleet_requests_received Requests read\n\
              # TYPE fleet_requests_received counter\n\
              fleet_requests_received_total 3\n\
-             fleet_requests_classified_total{method=\"rules\"} 2\n\
+             fleet_requests_classified_total{method=\"patterns\"} 2\n\
              fleet_requests_classified_total{method=\"explicit\"} 1\n\
              fleet_task_duration_seconds_count{task=\"a,b\"} 4\n\
              # EOF\n",
         );
         assert_eq!(scrape.value("fleet_requests_received_total", &[]), 3.0);
         assert_eq!(
-            scrape.value("fleet_requests_classified_total", &[("method", "rules")]),
+            scrape.value("fleet_requests_classified_total", &[("method", "patterns")]),
             2.0
         );
         assert_eq!(scrape.value("fleet_requests_classified_total", &[]), 3.0);

@@ -418,6 +418,7 @@ impl Handler {
                 error: Some(error),
                 attempts: 0,
                 classified_by: None,
+                routing: None,
                 trace_id: telemetry::current_trace_id(),
                 metadata: None,
                 given_id: None,

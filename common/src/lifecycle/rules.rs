@@ -324,6 +324,7 @@ mod tests {
             error: None,
             attempts: 2,
             classified_by: None,
+            routing: None,
             trace_id: Some("abc".into()),
             metadata: None,
             given_id: None,

@@ -115,7 +115,8 @@ pub fn messaging_span<'a>(
 ///
 /// The durable consumer that delivered it (`messaging.consumer.group.name`), the message's id
 /// (`Nats-Msg-Id`) and its body size are recorded; the fleet's own fields (`request_id`,
-/// `task`, `task_id`, `attempt`, `delivery`, `worker`, `classified_by`, `trace_id`, `outcome`)
+/// `task`, `task_id`, `attempt`, `delivery`, `worker`, `classified_by`, `routing_reason`,
+/// `trace_id`, `outcome`)
 /// are declared empty for the handler to record.
 ///
 /// ```no_run
@@ -151,6 +152,7 @@ pub fn process_span(message: &async_nats::jetstream::Message) -> tracing::Span {
         delivery = Empty,
         worker = Empty,
         classified_by = Empty,
+        routing_reason = Empty,
         trace_id = Empty,
         outcome = Empty,
     );

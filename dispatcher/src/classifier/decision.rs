@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use fleet_common::{
     catalog::Catalog,
-    messages::{ClassifiedBy, LlmUsage},
+    messages::{ClassifiedBy, LlmUsage, Routing},
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -24,6 +24,8 @@ pub struct Decision {
     pub by: ClassifiedBy,
     /// What the LLM call cost, when an LLM decided.
     pub usage: Option<LlmUsage>,
+    /// Why this tier decided, and how (recorded in the status record and the result).
+    pub routing: Routing,
 }
 
 // === impl Decision ===
@@ -36,11 +38,18 @@ impl Decision {
             input,
             by,
             usage: None,
+            routing: Routing::default(),
         }
+    }
+
+    /// The same decision, saying why it was made.
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.routing.reason = reason.into();
+        self
     }
 }
 
-/// Why a classifier gave no answer (the dispatcher then routes with the rules).
+/// Why a classifier gave no answer (the dispatcher then takes the patterns' best guess).
 #[derive(Debug, Error)]
 pub enum ClassifyError {
     /// The classifier cannot be reached (down, rate-limited, circuit open).
@@ -62,7 +71,7 @@ pub trait Classify: Send + Sync {
 
     /// A decision that needs no slow call, when this classifier can make one at once: the
     /// dispatcher then writes the request's guard record as `queued`, saving a status write.
-    fn quick(&self, _text: &str) -> Option<Decision> {
+    fn quick(&self, _text: &str, _catalog: &Catalog) -> Option<Decision> {
         None
     }
 }

@@ -1,15 +1,18 @@
 //! Routing with an LLM: structured output built from the catalog, validated against it.
 //!
 //! The answer must name a catalog task (not an explicit-only one) with input that passes the
-//! task's schema; an invalid answer is retried once with the validation error shown to the
-//! model, then the rules route. Calls that fail (after async-openai's retries of 429, 5xx and
-//! connection errors, honouring Retry-After) count toward a circuit breaker; while it is open
-//! the rules route without calling the LLM. Decisions are cached by normalised text, catalog
-//! version and model; at most a bounded number of calls are in flight.
+//! task's schema and is found in the request's words ([`super::grounding`]), and must not be
+//! cut at `max_tokens`. An invalid answer is retried once with a one-sentence error (the bad
+//! answer itself is never sent back: a small model's rambling would overflow its context),
+//! then the router takes the patterns' best guess. Calls that fail (after async-openai's
+//! retries of 429, 5xx and connection errors, honouring Retry-After) count toward a circuit
+//! breaker; while it is open the patterns route without calling the LLM. Decisions are cached
+//! by normalised text, catalog version and model; at most a bounded number of calls are in
+//! flight.
 //!
 //! Every call is bounded: the prompt shows at most [`PROMPT_TEXT_MAX`] bytes of the request (an
-//! answer that copies text up to that cut is not used: the rules route the whole text), the
-//! answer at most [`ROUTING_MAX_TOKENS`] tokens, and the call with its retries and their
+//! answer that copies text up to that cut is not used: the patterns route the whole text),
+//! the answer at most [`routing_max_tokens`] tokens, and the call with its retries and their
 //! waits ends within `FLEET_LLM_TIMEOUT` (see `fleet_common::llm`).
 
 use std::{
@@ -21,9 +24,9 @@ use std::{
 };
 
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    CreateChatCompletionRequest, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, FinishReason, ResponseFormat,
+    ResponseFormatJsonSchema,
 };
 use clap::ValueEnum;
 use fleet_common::{
@@ -36,16 +39,24 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::{
-    Breaker, CacheSize, Classify, ClassifyError, Decision, DecisionCache,
+    Breaker, CacheSize, Classify, ClassifyError, Decision, DecisionCache, grounding,
     prompt::{PROMPT_TEXT_MAX, RequestText, response_schema, system_prompt},
 };
 use crate::metrics::Metrics;
 
-/// The most tokens a routing answer may take. An answer is a task name and an input copied
-/// from at most [`PROMPT_TEXT_MAX`] bytes of request (about 1,000 tokens of English, up to
-/// one a byte in other scripts), in JSON; a model that rambles (small local models repeat
-/// themselves until the context is full) stops here instead of costing time and tokens.
-pub const ROUTING_MAX_TOKENS: u32 = 4_096 + 512;
+/// The most tokens a routing answer may take for a request of `shown` bytes (as the prompt
+/// shows it). An answer is a task name and an input copied from the request, in JSON: about
+/// 48 tokens of frame plus a quarter of a token a byte of English; half a token a byte leaves
+/// room for other scripts, and 1,024 bounds it. A model that rambles (small local models
+/// repeat themselves until the context is full) stops here, and an answer cut there
+/// (`finish_reason: length`) is not used.
+pub fn routing_max_tokens(shown: usize) -> u32 {
+    let bytes = u32::try_from(shown).unwrap_or(u32::MAX);
+    (96 + bytes / 2).min(1_024)
+}
+
+/// The longest error sentence sent back to the model in the corrective retry.
+const RETRY_ERROR_MAX: usize = 240;
 
 /// How the answer's shape is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,8 +108,8 @@ pub struct LlmClassifier {
 enum Answer {
     /// A usable decision.
     Valid(Decision),
-    /// The model's text and what is wrong with it.
-    Invalid(String, String),
+    /// What is wrong with it, in a sentence.
+    Invalid(String),
 }
 
 // === impl LlmClassifier ===
@@ -128,11 +139,19 @@ impl LlmClassifier {
         }
     }
 
-    async fn decide(&self, text: &str, catalog: &Catalog) -> Result<Decision, ClassifyError> {
+    /// The LLM's decision for `text`: a valid, grounded answer, asked at most twice.
+    ///
+    /// # Errors
+    ///
+    /// [`ClassifyError::Unavailable`] when the LLM cannot be reached (or its circuit is open),
+    /// [`ClassifyError::Invalid`] when neither answer was usable.
+    pub async fn decide(&self, text: &str, catalog: &Catalog) -> Result<Decision, ClassifyError> {
         let key = DecisionCache::key(text, catalog.version(), self.llm.model());
         if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(&key) {
+            if let Some(mut hit) = cache.get(&key) {
                 self.metrics.cache_hits.inc();
+                hit.routing.cache_hit = true;
+                hit.routing.llm_calls = 0;
                 return Ok(hit);
             }
             self.metrics.cache_misses.inc();
@@ -155,13 +174,22 @@ impl LlmClassifier {
         let shown = RequestText::new(text);
         let mut messages = self.messages(&shown, catalog);
         let mut usage: Option<LlmUsage> = None;
-        for round in 0..2 {
-            let content = self.call(&mut messages, catalog, &mut usage).await?;
-            let answer = parse_answer(&content, catalog);
+        let max_tokens = routing_max_tokens(shown.prompt().len());
+        for round in 0..2u32 {
+            let (content, cut) = self
+                .call(&mut messages, catalog, &mut usage, max_tokens)
+                .await?;
+            let answer = if cut {
+                Answer::Invalid(format!(
+                    "the answer was cut at {max_tokens} tokens; answer with the JSON object only"
+                ))
+            } else {
+                parse_answer(&content, catalog, text)
+            };
             if let Answer::Valid(decision) = &answer
                 && shown.copied_up_to_the_cut(&decision.input)
             {
-                // Asking again would not show the model the rest; the rules read all of it.
+                // Asking again would not show the model the rest; the patterns read all of it.
                 return Err(ClassifyError::Invalid(format!(
                     "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
                 )));
@@ -169,24 +197,32 @@ impl LlmClassifier {
             match answer {
                 Answer::Valid(mut decision) => {
                     decision.usage = usage;
+                    decision.routing.model = Some(self.llm.model().to_owned());
+                    decision.routing.grounded = Some(true);
+                    decision.routing.llm_calls = round + 1;
+                    decision.routing.reason = if round == 0 {
+                        "LLM answer, valid and grounded".into()
+                    } else {
+                        "LLM answer after one corrective retry, valid and grounded".into()
+                    };
                     if let Some(cache) = &self.cache {
                         cache.insert(key, decision.clone());
                     }
                     return Ok(decision);
                 }
-                Answer::Invalid(raw, why) => {
+                Answer::Invalid(why) => {
                     self.metrics
                         .llm_calls
                         .get_or_create(&vec![("outcome", "invalid_answer".to_owned())])
                         .inc();
                     tracing::info!(round, error = %why, "the LLM's answer is not valid");
                     if round == 0 {
-                        messages.push(ChatCompletionRequestMessage::Assistant(
-                            ChatCompletionRequestAssistantMessage::from(raw.as_str()),
-                        ));
+                        // One short sentence, never the bad answer itself.
+                        messages.truncate(2);
                         messages.push(ChatCompletionRequestMessage::User(
                             ChatCompletionRequestUserMessage::from(format!(
-                                "That answer is not valid: {why}. Answer again with one JSON object {{\"task\": ..., \"input\": ...}} for my request."
+                                "Your previous answer was not usable: {}. Answer again for my request above with one JSON object {{\"task\": ..., \"input\": ...}}, copying the input from my words.",
+                                clip_chars(&why, RETRY_ERROR_MAX)
                             )),
                         ));
                     } else {
@@ -215,13 +251,15 @@ impl LlmClassifier {
         messages
     }
 
-    /// One call (and, in `auto` mode, one more with `json_object` if `json_schema` is refused).
+    /// One call (and, in `auto` mode, one more with `json_object` if `json_schema` is refused):
+    /// the answer's text, and whether it was cut at `max_tokens`.
     async fn call(
         &self,
         messages: &mut [ChatCompletionRequestMessage],
         catalog: &Catalog,
         usage: &mut Option<LlmUsage>,
-    ) -> Result<String, ClassifyError> {
+        max_tokens: u32,
+    ) -> Result<(String, bool), ClassifyError> {
         loop {
             let json_schema = self.use_json_schema();
             if !json_schema
@@ -233,7 +271,7 @@ impl LlmClassifier {
                 model: self.llm.model().to_owned(),
                 messages: messages.to_vec(),
                 temperature: Some(0.0),
-                max_completion_tokens: Some(ROUTING_MAX_TOKENS),
+                max_completion_tokens: Some(max_tokens),
                 response_format: Some(if json_schema {
                     ResponseFormat::JsonSchema {
                         json_schema: ResponseFormatJsonSchema {
@@ -277,11 +315,16 @@ impl LlmClassifier {
                         total.input_tokens += u.prompt_tokens;
                         total.output_tokens += u.completion_tokens;
                     }
-                    return Ok(response
+                    let cut = response
+                        .choices
+                        .iter()
+                        .any(|c| c.finish_reason == Some(FinishReason::Length));
+                    let content = response
                         .choices
                         .into_iter()
                         .find_map(|c| c.message.content)
-                        .unwrap_or_default());
+                        .unwrap_or_default();
+                    return Ok((content, cut));
                 }
                 Err(LlmError::Permanent { message })
                     if json_schema
@@ -298,7 +341,7 @@ impl LlmClassifier {
                         .inc();
                     if self.breaker.failure() {
                         tracing::warn!(
-                            "the LLM failed repeatedly: circuit open, the rules route meanwhile"
+                            "the LLM failed repeatedly: circuit open, the patterns route meanwhile"
                         );
                     }
                     return Err(ClassifyError::Unavailable(e.to_string()));
@@ -324,15 +367,20 @@ fn refuses_json_schema(message: &str) -> bool {
     m.contains("json_schema") || m.contains("response_format") || m.contains("response format")
 }
 
-/// Reads and checks one answer.
-fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
+/// At most `max` characters of `s`.
+fn clip_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Reads and checks one answer: JSON, a routable task, schema-valid and grounded input.
+fn parse_answer(content: &str, catalog: &Catalog, text: &str) -> Answer {
     let trimmed = content
         .trim()
         .trim_start_matches("```json")
         .trim_start_matches("```")
         .trim_end_matches("```")
         .trim();
-    let invalid = |why: String| Answer::Invalid(content.to_owned(), why);
+    let invalid = Answer::Invalid;
     let value: Value = match serde_json::from_str(trimmed) {
         Ok(v) => v,
         Err(e) => return invalid(format!("it is not JSON ({e})")),
@@ -341,7 +389,7 @@ fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
         return invalid("it has no string field `task`".into());
     };
     let input = value.get("input").cloned().unwrap_or(Value::Null);
-    match catalog.get(task) {
+    let spec = match catalog.get(task) {
         None => {
             let names: Vec<&str> = catalog
                 .specs()
@@ -349,17 +397,21 @@ fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
                 .map(|s| s.name.as_str())
                 .collect();
             return invalid(format!(
-                "`{task}` is not a task; choose one of: {}",
+                "`{}` is not a task; choose one of: {}",
+                clip_chars(task, 64),
                 names.join(", ")
             ));
         }
         Some(spec) if spec.explicit_only => {
             return invalid(format!("`{task}` may only be named explicitly by a caller"));
         }
-        Some(_) => {}
-    }
+        Some(spec) => spec,
+    };
     if let Err(e) = catalog.check(task, &input) {
         return invalid(e.message);
+    }
+    if let Err(why) = grounding::check(&input, &spec.input_schema, text) {
+        return invalid(why);
     }
     Answer::Valid(Decision::new(task, input, ClassifiedBy::Llm))
 }

@@ -126,6 +126,7 @@ impl Rig {
             trace_id: None,
             received_at: Some(ticket.received_at().to_owned()),
             llm: None,
+            routing: None,
         };
         self.fleet.queue(ticket, &task).await.expect("queue");
     }

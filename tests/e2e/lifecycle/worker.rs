@@ -24,6 +24,7 @@ fn stored_elsewhere(id: &str, status: Outcome) -> TaskResult {
         error: None,
         attempts: 1,
         classified_by: Some(ClassifiedBy::Explicit),
+        routing: None,
         trace_id: None,
         metadata: None,
         given_id: None,

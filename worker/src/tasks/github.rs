@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use fleet_common::{http::retry_after, messages::ErrorKind, telemetry};
+use fleet_common::{http::retry_after, messages::ErrorKind, patterns::Pattern, telemetry};
 use reqwest::{Response, StatusCode, Url, header};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
@@ -56,6 +56,31 @@ pub struct Input {
         pattern(r"^\.*[A-Za-z0-9_-][A-Za-z0-9._-]*$")
     )]
     pub repo: String,
+}
+
+/// `owner/repo` (or a github.com link to it) standing as a word of its own: an owner holds a
+/// letter or a hyphen, so dates and fractions (`2024/05`, `1/2`) are not repositories; a final
+/// `.git`, `/`, `'s` or punctuation is not part of the name.
+const SLUG: &str = r#"(?:^|[\s(\[<"'`])(?:https?://)?(?:www\.)?(?:github\.com/)?(?P<owner>[A-Za-z0-9-]*[A-Za-z-][A-Za-z0-9-]*)/(?P<repo>[A-Za-z0-9_.-]*?[A-Za-z0-9_-])(?:\.git)?/?(?:'s)?(?:[.,;:!?)\]>"'`]*(?:\s|$))"#;
+/// Words that ask for what the task reports.
+const FACTS: &str = r"(?:stars?|stargazers?|starred|star\s+count|contributors?|contributions|committers|forks?|forked|watchers|open\s+issues|popular(?:ity)?|info|information|details|stats|statistics|metadata)";
+
+/// The catalog patterns of `github.repo_info`: a repository with words asking for its facts
+/// (certain), a request that is only a repository (certain), a repository with the word repo,
+/// project or GitHub, or a github.com link (hints: "what license does the repo x/y use?" is a
+/// question for `chat`).
+pub(super) fn patterns() -> Vec<Pattern> {
+    vec![
+        Pattern::new(format!(r"(?i)\b{FACTS}\b.*?{SLUG}")),
+        Pattern::new(format!(r"(?i){SLUG}.*?\b{FACTS}\b")),
+        Pattern::new(format!(r"(?i)^\s*{SLUG}\s*$")),
+        Pattern::new(format!(r"(?i)\b(?:repo|repos|repository|project|github)\b.*?{SLUG}")).hint(),
+        Pattern::new(format!(r"(?i){SLUG}.*?\b(?:repo|repository|project|github)\b")).hint(),
+        Pattern::new(format!(
+            r"(?i)github\.com/(?P<owner>[A-Za-z0-9-]+)/(?P<repo>[A-Za-z0-9_.-]*?[A-Za-z0-9_-])(?:\.git)?(?:[/?#.,;:!)\s]|$)"
+        ))
+        .hint(),
+    ]
 }
 
 /// The repository fields the task reads.
@@ -243,13 +268,17 @@ impl GithubRepoInfo {
 impl Task for GithubRepoInfo {
     type Input = Input;
     const NAME: &'static str = "github.repo_info";
-    const DESCRIPTION: &'static str = "Look up a GitHub repository given as owner/repo: its number of stars and of contributors (all of them counted), forks and open issues.";
+    const DESCRIPTION: &'static str = "Look up the numbers of one GitHub repository given as owner/repo or a github.com link: its stars, contributors (all of them counted), forks and open issues. Pick it only when the request asks for these facts about the repository; a question about what the code does or how to use it is `chat`.";
     const OUTPUT: &'static str =
         "{ full_name, stars, contributors, forks, open_issues, description, url }";
     const EXAMPLES: &'static [&'static str] = &[
         "Give me the stars and contributors for ranfysvalle02/ai-self-attention",
         "How many stars does rust-lang/rust have?",
     ];
+
+    fn patterns() -> Vec<Pattern> {
+        patterns()
+    }
 
     async fn run(&self, input: Input) -> Result<Value, TaskError> {
         let name = format!("{}/{}", input.owner, input.repo);

@@ -6,6 +6,8 @@
 
 mod chat;
 mod github;
+#[cfg(test)]
+mod routing_tests;
 mod text;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
@@ -14,6 +16,7 @@ use fleet_common::{
     catalog::{Catalog, TaskSpec},
     llm::Llm,
     messages::ErrorKind,
+    patterns::Pattern,
 };
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
@@ -41,6 +44,12 @@ pub trait Task: Send + Sync + 'static {
     /// How long one attempt may run (`30s`); `FLEET_TASK_TIMEOUT` when `None`.
     const TIMEOUT: Option<&'static str> = None;
 
+    /// Phrasings that certainly mean this task, with named groups that fill its input: the
+    /// dispatcher routes with them without asking an LLM (see `fleet_common::patterns`).
+    fn patterns() -> Vec<Pattern> {
+        Vec::new()
+    }
+
     /// Runs the task.
     fn run(&self, input: Self::Input) -> impl Future<Output = Result<Value, TaskError>> + Send;
 }
@@ -62,6 +71,7 @@ impl<T: Task> DynTask for T {
             input_schema: serde_json::to_value(&schema).unwrap_or(Value::Null),
             output: T::OUTPUT.to_owned(),
             examples: T::EXAMPLES.iter().map(|s| (*s).to_owned()).collect(),
+            patterns: T::patterns(),
             explicit_only: T::EXPLICIT_ONLY,
             timeout: T::TIMEOUT.map(str::to_owned),
         }

@@ -1,0 +1,130 @@
+//! The patterns tier: the catalog's own phrasings route without an LLM.
+//!
+//! Each catalog entry may carry `patterns` (see `fleet_common::patterns`). A request matched by
+//! certain patterns that all agree (one task, one input) is routed at once, without asking the
+//! LLM: faster and free. Matches that disagree, or hints, are only the *best guess*: what
+//! routes when no LLM is configured or when its answers were not usable. Nothing matched:
+//! `chat` with the whole request as its prompt.
+
+use fleet_common::{
+    catalog::{Catalog, PatternMatch},
+    messages::ClassifiedBy,
+};
+use serde_json::json;
+
+use super::{Decision, FALLBACK_TASK};
+
+/// The decision of certain patterns that agree, if any.
+pub fn certain(text: &str, catalog: &Catalog) -> Option<Decision> {
+    let matches = catalog.pattern_matches(text);
+    let mut sure = matches.iter().filter(|m| !m.hint);
+    let first = sure.next()?;
+    if sure.any(|m| m.task != first.task || m.input != first.input) {
+        return None;
+    }
+    Some(decision(first, "certain pattern"))
+}
+
+/// The patterns' best guess: their first match (certain ones first), else `chat`; `why` says
+/// why the LLM did not decide.
+pub fn fallback(text: &str, catalog: &Catalog, why: &str) -> Decision {
+    let matches = catalog.pattern_matches(text);
+    let best = matches
+        .iter()
+        .find(|m| !m.hint)
+        .or_else(|| matches.first());
+    match best {
+        Some(m) => decision(m, &format!("{why}; patterns' best guess")),
+        None => chat(text).because(format!("{why}; no pattern matched: {FALLBACK_TASK}")),
+    }
+}
+
+/// The fallback decision for `text`: `chat` with the request as its prompt.
+pub fn chat(text: &str) -> Decision {
+    Decision::new(
+        FALLBACK_TASK,
+        json!({ "prompt": text }),
+        ClassifiedBy::Patterns,
+    )
+    .because("no pattern matched")
+}
+
+fn decision(m: &PatternMatch<'_>, why: &str) -> Decision {
+    Decision::new(m.task, m.input.clone(), ClassifiedBy::Patterns).because(format!(
+        "{why} ({} #{}{})",
+        m.task,
+        m.index + 1,
+        if m.hint { ", a hint" } else { "" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_common::{catalog::TaskSpec, patterns::Pattern};
+    use serde_json::{Value, json};
+
+    fn catalog() -> Catalog {
+        let spec = |name: &str, patterns: Vec<Pattern>| -> TaskSpec {
+            serde_json::from_value(json!({
+                "name": name,
+                "description": name,
+                "input_schema": {"type": "object"},
+                "patterns": patterns,
+            }))
+            .expect("a spec")
+        };
+        let mut c = Catalog::default();
+        for s in [
+            spec(
+                "shout",
+                vec![
+                    Pattern::new(r"(?i)^shout (?P<text>.+)$"),
+                    Pattern::new(r"(?i)^say (?P<text>.+) loudly$"),
+                    Pattern::new(r"(?i)loud.*'(?P<text>[^']+)'").hint(),
+                ],
+            ),
+            spec("echo", vec![Pattern::new(r"(?i)^(?:say|shout) (?P<text>.+)$")]),
+            spec("chat", vec![]),
+        ] {
+            c.insert(s).expect("valid");
+        }
+        c
+    }
+
+    fn route(d: &Decision) -> (&str, &Value) {
+        (d.task.as_str(), &d.input)
+    }
+
+    #[test]
+    fn a_certain_match_routes_without_the_llm() {
+        let c = catalog();
+        let d = certain("say hi", &c).expect("only echo matches");
+        assert_eq!(route(&d), ("echo", &json!({"text": "hi"})));
+        assert_eq!(d.by, ClassifiedBy::Patterns);
+        assert!(d.routing.reason.contains("certain pattern"), "{d:?}");
+        // Two certain matches that agree on the task but not the input, or disagree on the
+        // task, are not certain.
+        assert!(certain("shout hi", &c).is_none());
+        // A hint alone is not certain.
+        assert!(certain("be loud: 'hey'", &c).is_none());
+        assert!(certain("what is the weather?", &c).is_none());
+    }
+
+    #[test]
+    fn the_best_guess_prefers_certain_matches_then_hints_then_chat() {
+        let c = catalog();
+        let d = fallback("shout hi", &c, "no LLM");
+        assert_eq!(route(&d), ("echo", &json!({"text": "hi"})));
+        assert!(d.routing.reason.starts_with("no LLM; patterns' best guess"), "{d:?}");
+        let d = fallback("be loud: 'hey'", &c, "the LLM is down");
+        assert_eq!(route(&d), ("shout", &json!({"text": "hey"})));
+        assert!(d.routing.reason.contains("hint"), "{d:?}");
+        let d = fallback("what is the weather?", &c, "no LLM");
+        assert_eq!(
+            route(&d),
+            ("chat", &json!({"prompt": "what is the weather?"}))
+        );
+        assert!(d.routing.reason.contains("no pattern matched"), "{d:?}");
+    }
+}
