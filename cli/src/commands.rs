@@ -96,24 +96,10 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure routing quality: send labelled requests (JSONL: text, task, args) and print the
-    /// accuracy per task and overall.
-    Eval {
-        /// The labelled requests, one JSON object per line.
-        file: std::path::PathBuf,
-        /// Give up waiting for results after this long (exit code 3).
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print JSON, misses included.
-        #[arg(long)]
-        json: bool,
-        /// Print each request that was routed wrong.
-        #[arg(long)]
-        misses: bool,
-        /// Exit 1 when the overall accuracy (task and arguments) is below this percentage.
-        #[arg(long, default_value_t = 0.0)]
-        min_accuracy: f64,
-    },
+    /// Measure routing quality: send labelled requests (JSONL: text, task, args, split) and
+    /// print the accuracy per task, per tier and per split, a confusion matrix, the share that
+    /// reached the LLM and the routing latency.
+    Eval(eval::EvalArgs),
     /// Per task: waiting, running, done, dead, and the workers pulling.
     Stats {
         /// Print JSON: one object per task.
@@ -182,13 +168,7 @@ pub(crate) async fn run(cli: Cli) -> i32 {
         Command::Watch { id, timeout, json } => submit::watch(&fleet, &id, timeout, json).await,
         Command::Dlq { command } => dlq::run(&fleet, command).await,
         Command::Catalog { json } => inspect::catalog(&fleet, json).await,
-        Command::Eval {
-            file,
-            timeout,
-            json,
-            misses,
-            min_accuracy,
-        } => eval::eval(&fleet, &file, timeout, json, misses, min_accuracy).await,
+        Command::Eval(args) => eval::eval(&fleet, args).await,
         Command::Trace {
             id,
             jaeger_url,

@@ -1,19 +1,23 @@
 //! `fleet eval FILE.jsonl`: routing quality on labelled requests.
 //!
-//! Each line is `{"text": …, "task": expected task, "args": {key: expected value}}`. Every
-//! request is sent through the fleet as it is (so the running dispatcher's classifier, LLM or
-//! rules, decides), each result is read, and a request counts as correct when the result's task
-//! is the expected one and each expected argument is in its input with that value.
+//! Each line is `{"text": …, "task": expected task, "args": {key: expected value}, "split":
+//! "tune" | "heldout", "kind": …}`. Every request is sent through the running fleet as it is
+//! (so the dispatcher's tiers decide: patterns, then the LLM when one is configured), at most
+//! `--in-flight` at a time, each result is read, and a request counts as correct when the
+//! result's task is the expected one and each expected argument is in its input with that
+//! value. The report: accuracy per task, per tier and per split (the held-out part is never
+//! tuned on), a confusion matrix, the share of requests that reached the LLM, and the p50 and
+//! p95 routing latency the dispatcher recorded.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
+    path::PathBuf,
     time::Duration,
 };
 
 use async_nats::HeaderMap;
 use fleet_common::{
-    messages::{MSG_ID_HEADER, TaskResult},
+    messages::{ClassifiedBy, MSG_ID_HEADER, TaskResult},
     topology::Fleet,
 };
 use futures::StreamExt;
@@ -21,6 +25,34 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, progress::Progress};
+
+/// The tasks every fleet has built in: the figures on them hold whichever other workers run.
+const BUILT_IN: &[&str] = &["chat", "github.repo_info", "text.transform"];
+
+/// `fleet eval` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EvalArgs {
+    /// The labelled requests, one JSON object per line.
+    file: PathBuf,
+    /// Give up waiting for results after this long (exit code 3).
+    #[arg(long, default_value = "600s", value_parser = fleet_common::config::parse_duration)]
+    timeout: Duration,
+    /// Requests sent before their results are in (1 measures routing latency alone).
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Which labelled requests to send: `all`, `tune` or `heldout`.
+    #[arg(long, default_value = "all")]
+    split: String,
+    /// Print JSON, misses included.
+    #[arg(long)]
+    json: bool,
+    /// Print each request that was routed wrong.
+    #[arg(long)]
+    misses: bool,
+    /// Exit 1 when the overall accuracy (task and arguments) is below this percentage.
+    #[arg(long, default_value_t = 0.0)]
+    min_accuracy: f64,
+}
 
 /// One labelled request.
 #[derive(Debug, Deserialize)]
@@ -32,12 +64,22 @@ struct Case {
     /// Arguments the input must carry.
     #[serde(default)]
     args: Map<String, Value>,
+    /// `tune` (patterns and descriptions were written looking at it) or `heldout` (never).
+    #[serde(default = "tune")]
+    split: String,
+    /// What the case tests (`everyday`, `rephrased`, `trap`, …), for reading misses.
+    #[serde(default)]
+    kind: String,
 }
 
-/// Per-task tally.
-#[derive(Debug, Default)]
+fn tune() -> String {
+    "tune".into()
+}
+
+/// Right and total of a group.
+#[derive(Debug, Default, Clone, Copy)]
 struct Tally {
-    /// Requests whose expected task is this one.
+    /// Requests in the group.
     total: usize,
     /// Routed to the right task.
     task_ok: usize,
@@ -45,34 +87,88 @@ struct Tally {
     correct: usize,
 }
 
+// === impl Tally ===
+
+impl Tally {
+    fn add(&mut self, task_ok: bool, correct: bool) {
+        self.total += 1;
+        self.task_ok += usize::from(task_ok);
+        self.correct += usize::from(correct);
+    }
+
+    fn json(&self) -> Value {
+        json!({"total": self.total, "task_correct": self.task_ok, "correct": self.correct,
+               "task_accuracy": pct(self.task_ok, self.total), "accuracy": pct(self.correct, self.total)})
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{:<28} {:>6} {:>11.1}% {:>13.1}%",
+            name,
+            self.total,
+            pct(self.task_ok, self.total),
+            pct(self.correct, self.total)
+        )
+    }
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+/// The tier a result says decided: `explicit`, `patterns` (a certain match), `llm`, or
+/// `fallback` (the patterns' best guess or `chat` after no usable LLM answer, or without one).
+fn tier(result: &TaskResult) -> &'static str {
+    match result.classified_by {
+        Some(ClassifiedBy::Llm) => "llm",
+        Some(ClassifiedBy::Explicit) => "explicit",
+        Some(ClassifiedBy::Patterns) => match &result.routing {
+            Some(r) if r.reason.starts_with("certain pattern") => "patterns",
+            _ => "fallback",
+        },
+        None => "none",
+    }
+}
+
+/// The `q`-quantile of sorted `values` (nearest rank).
+fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted.get(rank - 1).copied()
+}
+
 /// Runs `fleet eval`.
-pub(crate) async fn eval(
-    fleet: &Fleet,
-    file: &Path,
-    timeout: Duration,
-    json_out: bool,
-    show_misses: bool,
-    min_accuracy: f64,
-) -> i32 {
-    let text = match std::fs::read_to_string(file) {
+pub(crate) async fn eval(fleet: &Fleet, args: EvalArgs) -> i32 {
+    let text = match std::fs::read_to_string(&args.file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("fleet: cannot read {}: {e}", file.display());
+            eprintln!("fleet: cannot read {}: {e}", args.file.display());
             return EXIT_USAGE;
         }
     };
+    if !["all", "tune", "heldout"].contains(&args.split.as_str()) {
+        eprintln!("fleet: --split is all, tune or heldout");
+        return EXIT_USAGE;
+    }
     let mut cases = Vec::new();
     for (n, line) in text
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
     {
         match serde_json::from_str::<Case>(line) {
-            Ok(c) => cases.push(c),
+            Ok(c) if args.split == "all" || c.split == args.split => cases.push(c),
+            Ok(_) => {}
             Err(e) => {
                 eprintln!(
                     "fleet: {}:{}: not a labelled request ({e})",
-                    file.display(),
+                    args.file.display(),
                     n + 1
                 );
                 return EXIT_USAGE;
@@ -80,9 +176,8 @@ pub(crate) async fn eval(
         }
     }
     let run = nuid::next().to_string();
-    let ids: Vec<String> = (0..cases.len())
-        .map(|i| format!("eval-{run}-{i}"))
-        .collect();
+    let prefix = format!("eval-{run}-");
+    let ids: Vec<String> = (0..cases.len()).map(|i| format!("{prefix}{i}")).collect();
 
     // Subscribe before publishing, so no result is missed.
     let mut results = match fleet.subscribe_results().await {
@@ -92,121 +187,257 @@ pub(crate) async fn eval(
             return EXIT_NO_NATS;
         }
     };
-    for (case, id) in cases.iter().zip(&ids) {
-        let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID_HEADER, id.as_str());
-        if let Err(e) = fleet.submit(headers, case.text.clone().into()).await {
-            eprintln!("fleet: the request was not accepted by NATS: {e}");
-            return EXIT_NO_NATS;
-        }
-    }
-
+    let in_flight = args.in_flight.max(1);
     let mut got: HashMap<String, TaskResult> = HashMap::new();
+    let mut sent = 0;
     let mut timed_out = false;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let progress = Progress::spinner(format!("results: 0 of {}", ids.len()));
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let progress = Progress::spinner(format!("routed 0 of {}", ids.len()));
     while got.len() < ids.len() {
+        while sent < ids.len() && sent - got.len().min(sent) < in_flight {
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID_HEADER, ids[sent].as_str());
+            if let Err(e) = fleet.submit(headers, cases[sent].text.clone().into()).await {
+                progress.clear();
+                eprintln!("fleet: the request was not accepted by NATS: {e}");
+                return EXIT_NO_NATS;
+            }
+            sent += 1;
+        }
         match tokio::time::timeout_at(deadline, results.next()).await {
             Ok(Some(msg)) => {
                 if let Ok(r) = serde_json::from_slice::<TaskResult>(&msg.payload)
-                    && r.request_id.starts_with(&format!("eval-{run}-"))
+                    && r.request_id.starts_with(&prefix)
                 {
                     got.insert(r.request_id.clone(), r);
-                    progress.set_message(format!("results: {} of {}", got.len(), ids.len()));
+                    let right = cases
+                        .iter()
+                        .zip(&ids)
+                        .filter(|(c, id)| got.get(*id).is_some_and(|r| is_correct(c, r).1))
+                        .count();
+                    progress.set_message(format!(
+                        "routed {} of {} ({right} right so far)",
+                        got.len(),
+                        ids.len()
+                    ));
                 }
             }
             Ok(None) => break,
             Err(_) => {
                 progress.clear();
                 eprintln!(
-                    "fleet: {} of {} results after {timeout:?}; the figures count the missing ones as wrong",
+                    "fleet: {} of {} results after {:?}; the figures count the missing ones as wrong",
                     got.len(),
-                    ids.len()
+                    ids.len(),
+                    args.timeout
                 );
                 timed_out = true;
                 break;
             }
         }
     }
-
     progress.clear();
 
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut misses = Vec::new();
-    for (case, id) in cases.iter().zip(&ids) {
-        let tally = tallies.entry(case.task.clone()).or_default();
-        tally.total += 1;
-        let Some(result) = got.get(id) else { continue };
-        let task_ok = result.task.as_deref() == Some(case.task.as_str());
-        let input = result.input.clone().unwrap_or(Value::Null);
-        let args_ok = case.args.iter().all(|(k, v)| input.get(k) == Some(v));
-        if task_ok {
-            tally.task_ok += 1;
-        }
-        if task_ok && args_ok {
-            tally.correct += 1;
-        } else {
-            misses.push(json!({
-                "text": case.text,
-                "expected": {"task": case.task, "args": case.args},
-                "got": {"task": result.task, "input": result.input, "classified_by": result.classified_by},
-            }));
-        }
-    }
-    let total: usize = tallies.values().map(|t| t.total).sum();
-    let correct: usize = tallies.values().map(|t| t.correct).sum();
-    let task_ok: usize = tallies.values().map(|t| t.task_ok).sum();
-    let pct = |a: usize, b: usize| {
-        if b == 0 {
-            0.0
-        } else {
-            100.0 * a as f64 / b as f64
-        }
-    };
-
-    if json_out {
-        let per_task: Map<String, Value> = tallies
-            .iter()
-            .map(|(name, t)| {
-                (name.clone(), json!({"total": t.total, "task_correct": t.task_ok, "correct": t.correct, "accuracy": pct(t.correct, t.total)}))
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"total": total, "correct": correct, "task_correct": task_ok, "accuracy": pct(correct, total), "task_accuracy": pct(task_ok, total), "per_task": per_task, "misses": misses})
-        );
+    let report = Report::new(&cases, &ids, &got);
+    if args.json {
+        println!("{}", report.json());
     } else {
-        println!(
-            "{:<20} {:>6} {:>12} {:>14}",
-            "task", "total", "task right", "task+args right"
-        );
-        for (name, t) in &tallies {
-            println!(
-                "{:<20} {:>6} {:>11.1}% {:>13.1}%",
-                name,
-                t.total,
-                pct(t.task_ok, t.total),
-                pct(t.correct, t.total)
-            );
-        }
-        println!(
-            "{:<20} {:>6} {:>11.1}% {:>13.1}%",
-            "overall",
-            total,
-            pct(task_ok, total),
-            pct(correct, total)
-        );
-        if show_misses {
-            for m in &misses {
-                println!("miss: {m}");
-            }
-        }
+        print!("{}", report.text(args.misses));
     }
     if timed_out {
         EXIT_TIMEOUT
-    } else if pct(correct, total) >= min_accuracy {
+    } else if pct(report.all.correct, report.all.total) >= args.min_accuracy {
         EXIT_OK
     } else {
         EXIT_FAILED
+    }
+}
+
+/// Whether `result` has the right task, and the right task and arguments, for `case`.
+fn is_correct(case: &Case, result: &TaskResult) -> (bool, bool) {
+    let task_ok = result.task.as_deref() == Some(case.task.as_str());
+    let input = result.input.clone().unwrap_or(Value::Null);
+    let args_ok = case.args.iter().all(|(k, v)| input.get(k) == Some(v));
+    (task_ok, task_ok && args_ok)
+}
+
+/// The figures of one run.
+#[derive(Debug, Default)]
+struct Report {
+    /// Every request.
+    all: Tally,
+    /// By split (`tune`, `heldout`).
+    splits: BTreeMap<String, Tally>,
+    /// The built-in tasks' requests of the held-out part.
+    heldout_built_in: Tally,
+    /// By expected task.
+    tasks: BTreeMap<String, Tally>,
+    /// By the tier that decided.
+    tiers: BTreeMap<&'static str, Tally>,
+    /// Expected task -> routed task -> count.
+    confusion: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Requests whose routing called the LLM (or found its answer in the cache).
+    reached_llm: usize,
+    /// Routing latency of each result that recorded one, sorted.
+    latencies: Vec<u64>,
+    /// What went wrong.
+    misses: Vec<Value>,
+}
+
+// === impl Report ===
+
+impl Report {
+    fn new(cases: &[Case], ids: &[String], got: &HashMap<String, TaskResult>) -> Self {
+        let mut r = Report::default();
+        for (case, id) in cases.iter().zip(ids) {
+            let result = got.get(id);
+            let (task_ok, correct) = result.map_or((false, false), |res| is_correct(case, res));
+            let routed = result
+                .and_then(|res| res.task.clone())
+                .unwrap_or_else(|| "(none)".into());
+            let tier = result.map_or("none", tier);
+            r.all.add(task_ok, correct);
+            r.splits
+                .entry(case.split.clone())
+                .or_default()
+                .add(task_ok, correct);
+            if case.split == "heldout" && BUILT_IN.contains(&case.task.as_str()) {
+                r.heldout_built_in.add(task_ok, correct);
+            }
+            r.tasks
+                .entry(case.task.clone())
+                .or_default()
+                .add(task_ok, correct);
+            r.tiers.entry(tier).or_default().add(task_ok, correct);
+            *r.confusion
+                .entry(case.task.clone())
+                .or_default()
+                .entry(routed)
+                .or_default() += 1;
+            if let Some(routing) = result.and_then(|res| res.routing.as_ref()) {
+                if routing.llm_calls > 0 || routing.cache_hit {
+                    r.reached_llm += 1;
+                }
+                r.latencies.push(routing.latency_ms);
+            }
+            if !correct {
+                r.misses.push(json!({
+                    "text": case.text,
+                    "split": case.split,
+                    "kind": case.kind,
+                    "expected": {"task": case.task, "args": case.args},
+                    "got": result.map(|res| json!({
+                        "task": res.task, "input": res.input, "classified_by": res.classified_by,
+                        "status": res.status, "routing": res.routing,
+                    })),
+                }));
+            }
+        }
+        r.latencies.sort_unstable();
+        r
+    }
+
+    fn json(&self) -> Value {
+        let map = |m: &BTreeMap<String, Tally>| -> Value {
+            m.iter().map(|(k, t)| (k.clone(), t.json())).collect()
+        };
+        let tiers: Map<String, Value> = self
+            .tiers
+            .iter()
+            .map(|(k, t)| ((*k).to_owned(), t.json()))
+            .collect();
+        json!({
+            "total": self.all.total,
+            "correct": self.all.correct,
+            "task_correct": self.all.task_ok,
+            "accuracy": pct(self.all.correct, self.all.total),
+            "task_accuracy": pct(self.all.task_ok, self.all.total),
+            "splits": map(&self.splits),
+            "heldout_built_in": self.heldout_built_in.json(),
+            "per_task": map(&self.tasks),
+            "per_tier": tiers,
+            "confusion": self.confusion,
+            "reached_llm": self.reached_llm,
+            "reached_llm_share": pct(self.reached_llm, self.all.total),
+            "latency_ms": {"p50": quantile(&self.latencies, 0.5), "p95": quantile(&self.latencies, 0.95)},
+            "misses": self.misses,
+        })
+    }
+
+    fn text(&self, show_misses: bool) -> String {
+        let mut out = String::new();
+        let header = format!(
+            "{:<28} {:>6} {:>12} {:>14}\n",
+            "", "total", "task right", "task+args right"
+        );
+        out.push_str(&format!("{:<28}{}", "per task", &header[28..]));
+        for (name, t) in &self.tasks {
+            out.push_str(&t.line(name));
+            out.push('\n');
+        }
+        out.push_str(&format!("\n{:<28}{}", "per tier (who decided)", &header[28..]));
+        for (name, t) in &self.tiers {
+            out.push_str(&t.line(name));
+            out.push('\n');
+        }
+        out.push_str(&format!("\n{:<28}{}", "per split", &header[28..]));
+        for (name, t) in &self.splits {
+            out.push_str(&t.line(name));
+            out.push('\n');
+        }
+        out.push_str(&self.heldout_built_in.line("heldout, built-in tasks"));
+        out.push('\n');
+        out.push_str(&self.all.line("whole set"));
+        out.push('\n');
+
+        // Confusion matrix: rows expected, columns routed.
+        let mut columns: Vec<&String> = self.confusion.values().flat_map(|m| m.keys()).collect();
+        columns.sort();
+        columns.dedup();
+        out.push_str("\nconfusion (rows: expected task, columns: routed task)\n");
+        out.push_str(&format!("{:<20}", ""));
+        for c in &columns {
+            out.push_str(&format!(" {:>16}", clip(c, 16)));
+        }
+        out.push('\n');
+        for (expected, row) in &self.confusion {
+            out.push_str(&format!("{:<20}", clip(expected, 20)));
+            for c in &columns {
+                out.push_str(&format!(" {:>16}", row.get(*c).copied().unwrap_or(0)));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "\nreached the LLM: {} of {} ({:.1}%)\nrouting latency: p50 {} ms, p95 {} ms\n",
+            self.reached_llm,
+            self.all.total,
+            pct(self.reached_llm, self.all.total),
+            quantile(&self.latencies, 0.5).map_or("-".into(), |v| v.to_string()),
+            quantile(&self.latencies, 0.95).map_or("-".into(), |v| v.to_string()),
+        ));
+        if show_misses {
+            for m in &self.misses {
+                out.push_str(&format!("miss: {m}\n"));
+            }
+        }
+        out
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50));
+        assert_eq!(quantile(&v, 0.95), Some(95));
+        assert_eq!(quantile(&[7], 0.95), Some(7));
+        assert_eq!(quantile(&[], 0.5), None);
     }
 }
