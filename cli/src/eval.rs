@@ -375,7 +375,11 @@ impl Report {
             out.push_str(&t.line(name));
             out.push('\n');
         }
-        out.push_str(&format!("\n{:<28}{}", "per tier (who decided)", &header[28..]));
+        out.push_str(&format!(
+            "\n{:<28}{}",
+            "per tier (who decided)",
+            &header[28..]
+        ));
         for (name, t) in &self.tiers {
             out.push_str(&t.line(name));
             out.push('\n');

@@ -414,14 +414,19 @@ mod tests {
         let mut s = spec();
         s.patterns = vec![
             Pattern::new(r"(?i)^shout (?P<text>.+)$").with("op", "upper"),
-            Pattern::new(r"(?i)^whisper (?P<text>.+)$").with("op", "lower").hint(),
+            Pattern::new(r"(?i)^whisper (?P<text>.+)$")
+                .with("op", "lower")
+                .hint(),
             // Its input fails the schema (an op the task does not have): never a match.
             Pattern::new(r"(?i)^mumble (?P<text>.+)$").with("op", "sideways"),
         ];
         c.insert(s).expect("valid spec");
         let m = c.pattern_matches("  shout hello ");
         assert_eq!(m.len(), 1);
-        assert_eq!((m[0].task, m[0].index, m[0].hint), ("text.transform", 0, false));
+        assert_eq!(
+            (m[0].task, m[0].index, m[0].hint),
+            ("text.transform", 0, false)
+        );
         assert_eq!(m[0].input, json!({"text": "hello", "op": "upper"}));
         assert!(c.pattern_matches("whisper HI")[0].hint);
         assert!(c.pattern_matches("mumble hi").is_empty());

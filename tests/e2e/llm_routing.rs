@@ -1,8 +1,10 @@
 //! LLM routing against a scripted OpenAI-compatible server: the dispatcher's real async-openai
 //! client asks `POST /v1/chat/completions` with a strict `json_schema` response format built
-//! from the catalog; invalid answers get one corrective retry, then the rules route; 429, 5xx and
-//! timeouts never lose a request; a failing LLM opens a circuit; repeats come from a cache; the
-//! `chat` task answers through the same server.
+//! from the catalog, only for requests no certain catalog pattern decides; invalid answers (not
+//! JSON, not a task, failing the schema, not grounded in the request's words, cut at
+//! `max_tokens`) get one corrective retry with a short error, then the patterns' best guess
+//! routes; 429, 5xx and timeouts never lose a request; a failing LLM opens a circuit; repeats
+//! come from a cache; the `chat` task answers through the same server.
 
 use std::time::Duration;
 
@@ -60,28 +62,34 @@ fn assert_json_schema_call(call: &LlmCall) {
     );
 }
 
-/// Asserts `call` is the corrective retry of an answer `bad`: the bad answer as an assistant
-/// message, then a user message saying it is not valid and why (containing `why`).
+/// Asserts `call` is the corrective retry of an answer `bad`: the system prompt, the request,
+/// and one short user message saying what was wrong (containing `why`); the bad answer itself
+/// is never sent back (a small model's rambling would overflow its context).
 fn assert_corrective_retry(call: &LlmCall, bad: &str, why: &str) {
     let messages = call.messages();
-    let n = messages.len();
-    assert!(n >= 2, "{messages:#?}");
-    assert_eq!(
-        messages[n - 2],
-        ("assistant".to_string(), bad.to_string()),
-        "the bad answer is shown back: {messages:#?}"
-    );
-    assert_eq!(messages[n - 1].0, "user", "{messages:#?}");
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    assert_eq!(messages[2].0, "user", "{messages:#?}");
     assert!(
-        messages[n - 1].1.starts_with("That answer is not valid: ")
-            && messages[n - 1].1.contains(why),
+        messages[2]
+            .1
+            .starts_with("Your previous answer was not usable: ")
+            && messages[2].1.contains(why),
         "the correction says what is wrong ({why}): {:?}",
-        messages[n - 1].1
+        messages[2].1
+    );
+    assert!(
+        messages[2].1.len() < 600,
+        "the correction is short: {} bytes",
+        messages[2].1.len()
+    );
+    assert!(
+        bad.len() < 20 || messages.iter().all(|(_, m)| !m.contains(bad)),
+        "the bad answer is not sent back: {messages:#?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn valid_answers_route_the_seed_requests() {
+async fn certain_patterns_skip_the_llm_and_other_words_reach_it() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| b).await;
     env.github.set(
@@ -89,7 +97,29 @@ async fn valid_answers_route_the_seed_requests() {
         Repo::new().stars(42).contributors(150),
     );
 
+    // The seed request: a certain catalog pattern decides, the LLM is never asked.
     let text = "Give me the stars and contributors for ranfysvalle02/ai-self-attention";
+    let result = request(&env, "llm-seed-1", text).await;
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
+    assert_eq!(result["output"]["stars"], 42, "{result:#}");
+    assert!(
+        result["routing"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("certain pattern (github.repo_info")),
+        "the result says which tier decided and why: {result:#}"
+    );
+    assert_eq!(result["routing"]["llm_calls"], 0, "{result:#}");
+    assert!(
+        openai.routing_calls().is_empty(),
+        "a certain pattern skips the LLM"
+    );
+    let status = env.client.wait_state("llm-seed-1", "succeeded").await;
+    assert!(status["llm"].is_null(), "no tokens spent: {status:#}");
+    assert_eq!(status["routing"]["reason"], result["routing"]["reason"]);
+
+    // Words no pattern is sure of reach the LLM.
+    let text = "Could you look at ranfysvalle02/ai-self-attention for me";
     openai.push(
         Reply::route(
             "github.repo_info",
@@ -97,19 +127,20 @@ async fn valid_answers_route_the_seed_requests() {
         )
         .usage(321, 17),
     );
-    let result = request(&env, "llm-seed-1", text).await;
+    let result = request(&env, "llm-seed-2", text).await;
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["classified_by"], "llm", "{result:#}");
     assert_eq!(result["task"], "github.repo_info", "{result:#}");
-    assert_eq!(result["output"]["stars"], 42, "{result:#}");
     assert_eq!(result["output"]["contributors"], 150, "{result:#}");
-    let status = env.client.wait_state("llm-seed-1", "succeeded").await;
+    assert_eq!(result["routing"]["grounded"], true, "{result:#}");
+    assert_eq!(result["routing"]["model"], MODEL, "{result:#}");
+    assert_eq!(result["routing"]["llm_calls"], 1, "{result:#}");
+    let status = env.client.wait_state("llm-seed-2", "succeeded").await;
     assert_eq!(
         status["llm"],
         json!({"model": MODEL, "input_tokens": 321, "output_tokens": 17}),
         "the status record says what the classification cost: {status:#}"
     );
-
     let calls = openai.routing_calls();
     assert_eq!(calls.len(), 1, "one call for one valid answer: {calls:#?}");
     assert_json_schema_call(&calls[0]);
@@ -121,19 +152,111 @@ async fn valid_answers_route_the_seed_requests() {
         calls[0].messages()
     );
 
+    // A hint (an op word and a quoted text) is not certain: the LLM decides.
     openai.push(Reply::route(
         "text.transform",
         json!({"text": "x", "op": "upper"}),
     ));
-    let result = request(&env, "llm-seed-2", "Make the letter `x` uppercase").await;
+    let result = request(&env, "llm-seed-3", "I'd like `x` in uppercase").await;
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["classified_by"], "llm", "{result:#}");
-    assert_eq!(result["task"], "text.transform", "{result:#}");
     assert_eq!(result["output"], json!({"text": "X"}), "{result:#}");
-    let status = env.client.wait_state("llm-seed-2", "succeeded").await;
+    let status = env.client.wait_state("llm-seed-3", "succeeded").await;
     assert_eq!(status["llm"]["input_tokens"], 120, "{status:#}");
     assert_eq!(status["llm"]["output_tokens"], 15, "{status:#}");
     assert_eq!(openai.routing_calls().len(), 2);
+
+    let port = env
+        .fleet
+        .metrics_port("dispatcher")
+        .await
+        .expect("the dispatcher logs its metrics port");
+    let scrape = Scrape::fetch(port).await;
+    for (tier, n) in [("patterns", 1.0), ("llm", 2.0)] {
+        assert_eq!(
+            scrape.value("fleet_requests_classified_total", &[("method", tier)]),
+            n,
+            "{}",
+            scrape.text
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ungrounded_or_cut_answers_are_not_run() {
+    let openai = FakeOpenAi::start().await;
+    let env = start(&openai, |b| b).await;
+
+    // An invented argument (SmolLM2-135M's habit: `chat` with a prompt it wrote), then a
+    // grounded answer.
+    let text = "I'd like `x` in uppercase";
+    let bad =
+        json!({"task": "chat", "input": {"prompt": "Convert the letter x to upper case please."}})
+            .to_string();
+    openai.push(Reply::content(&bad));
+    openai.push(Reply::route(
+        "text.transform",
+        json!({"text": "x", "op": "upper"}),
+    ));
+    let result = request(&env, "ungrounded-1", text).await;
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["classified_by"], "llm", "{result:#}");
+    assert_eq!(result["output"], json!({"text": "X"}), "{result:#}");
+    assert_eq!(result["routing"]["llm_calls"], 2, "{result:#}");
+    let calls = openai.routing_calls_for(text);
+    assert_eq!(calls.len(), 2, "one call and one corrective retry");
+    assert_corrective_retry(&calls[1], &bad, "is not in the request");
+
+    // Ungrounded twice: never run as that task; the patterns' best guess (a hint) routes.
+    let text = "I'd like `q` in uppercase";
+    for repo in ["rust", "cargo"] {
+        openai.push(Reply::route(
+            "github.repo_info",
+            json!({"owner": "rust-lang", "repo": repo}),
+        ));
+    }
+    let result = request(&env, "ungrounded-2", text).await;
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
+    assert_eq!(result["task"], "text.transform", "{result:#}");
+    assert_eq!(result["output"], json!({"text": "Q"}), "{result:#}");
+    let reason = result["routing"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("not in the request") && reason.contains("best guess"),
+        "the result says why the LLM did not decide: {result:#}"
+    );
+
+    // An answer cut at max_tokens is not used, even when what came is valid JSON.
+    let text = "Could you do the thing with abc";
+    openai.push(Reply::route("text.transform", json!({"text": "abc", "op": "lower"})).cut());
+    openai.push(Reply::route(
+        "text.transform",
+        json!({"text": "abc", "op": "upper"}),
+    ));
+    let result = request(&env, "cut-1", text).await;
+    assert_outcome(&result, "succeeded", None);
+    assert_eq!(result["output"], json!({"text": "ABC"}), "{result:#}");
+    let calls = openai.routing_calls_for(text);
+    assert_eq!(calls.len(), 2, "one call and one corrective retry");
+    assert_corrective_retry(&calls[1], "", "cut at");
+    let cap = calls[0].body["max_completion_tokens"].as_u64().unwrap_or(0);
+    assert!(
+        (96..=1024).contains(&cap),
+        "a short request gets a small answer budget: {cap}"
+    );
+
+    // No pattern matches and no grounded answer: `chat` with the whole request.
+    let text = "Could you do the other thing with def";
+    for _ in 0..2 {
+        openai.push(Reply::route(
+            "chat",
+            json!({"prompt": "something else entirely"}),
+        ));
+    }
+    let result = request(&env, "ungrounded-chat", text).await;
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
+    assert_eq!(result["task"], "chat", "{result:#}");
+    assert_eq!(result["input"], json!({"prompt": text}), "{result:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +264,7 @@ async fn an_invalid_answer_gets_one_corrective_retry() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| b).await;
 
-    // Not JSON, then a valid answer. The rules would say `chat` for these words.
+    // Not JSON, then a valid answer. No pattern matches these words.
     let text = "Could you do the thing with abc";
     openai.push(Reply::content("Sure! I'd pick text.transform."));
     openai.push(Reply::route(
@@ -198,20 +321,20 @@ async fn an_invalid_answer_gets_one_corrective_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn answers_invalid_twice_are_routed_by_the_rules() {
+async fn answers_invalid_twice_are_routed_by_the_patterns_best_guess() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| b).await;
 
     let cases = [
         (
             "twice-json",
-            "Make the letter `q` uppercase",
+            "I'd like `q` in uppercase",
             ["not json".to_string(), "{\"task\": \"text.tr".to_string()],
             json!({"text": "Q"}),
         ),
         (
             "twice-task",
-            "Make the letter `r` uppercase",
+            "I'd like `r` in uppercase",
             [
                 json!({"task": "image.generate", "input": {}}).to_string(),
                 json!({"task": "weather", "input": {"city": "r"}}).to_string(),
@@ -220,7 +343,7 @@ async fn answers_invalid_twice_are_routed_by_the_rules() {
         ),
         (
             "twice-input",
-            "Make the letter `s` uppercase",
+            "I'd like `s` in uppercase",
             [
                 json!({"task": "text.transform", "input": {"text": "s"}}).to_string(),
                 json!({"task": "text.transform", "input": {"text": "s", "op": "louder"}})
@@ -237,7 +360,7 @@ async fn answers_invalid_twice_are_routed_by_the_rules() {
         assert_outcome(&result, "succeeded", None);
         assert_eq!(
             result["classified_by"], "patterns",
-            "two invalid answers: the rules route: {result:#}"
+            "two invalid answers: the patterns' best guess routes: {result:#}"
         );
         assert_eq!(result["task"], "text.transform", "{result:#}");
         assert_eq!(result["output"], output, "{result:#}");
@@ -294,14 +417,14 @@ async fn rate_limits_and_server_errors_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_slow_answer_past_the_timeout_is_routed_by_the_rules() {
+async fn a_slow_answer_past_the_timeout_is_routed_by_the_patterns() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| {
         b.env("FLEET_LLM_TIMEOUT", "1s")
             .env("FLEET_LLM_RETRIES", "0")
     })
     .await;
-    let text = "Make the letter `t` uppercase";
+    let text = "I'd like `t` in uppercase";
     openai.push(
         Reply::route("text.transform", json!({"text": "nope", "op": "lower"}))
             .delay(Duration::from_secs(3)),
@@ -318,7 +441,7 @@ async fn a_slow_answer_past_the_timeout_is_routed_by_the_rules() {
     let status = env.client.wait_state("llm-slow", "succeeded").await;
     assert!(
         status["llm"].is_null(),
-        "the rules cost no tokens: {status:#}"
+        "the patterns cost no tokens: {status:#}"
     );
 }
 
@@ -385,7 +508,7 @@ async fn the_circuit_opens_after_repeated_failures_and_no_request_is_lost() {
 
     for (i, letter) in ["a", "b", "c", "d"].iter().enumerate() {
         let id = format!("down-{i}");
-        let result = request(&env, &id, &format!("Make the letter `{letter}` uppercase")).await;
+        let result = request(&env, &id, &format!("I'd like `{letter}` in uppercase")).await;
         assert_outcome(&result, "succeeded", None);
         assert_eq!(result["classified_by"], "patterns", "{result:#}");
         assert_eq!(
@@ -448,7 +571,7 @@ async fn an_unreachable_llm_loses_no_request() {
     let ids: Vec<String> = (0..4).map(|i| format!("unreachable-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         env.client
-            .publish_with_id(id, format!("Make the letter `{i}` uppercase"))
+            .publish_with_id(id, format!("I'd like `{i}` in uppercase"))
             .await;
     }
     for (i, id) in ids.iter().enumerate() {
@@ -582,8 +705,8 @@ async fn llm_waits_are_bounded_by_the_llm_timeout() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| b.env("FLEET_LLM_TIMEOUT", "5s")).await;
 
-    // An hour: no retry, the rules route at once (async-openai alone would sleep the hour).
-    let text = "Make the letter `h` uppercase";
+    // An hour: no retry, the patterns route at once (async-openai alone would sleep the hour).
+    let text = "I'd like `h` in uppercase";
     openai.push(Reply::error(429, "Rate limit reached for requests").header("Retry-After", "3600"));
     let started = std::time::Instant::now();
     let result = request(&env, "llm-hour", text).await;
@@ -602,7 +725,7 @@ async fn llm_waits_are_bounded_by_the_llm_timeout() {
     );
 
     // 3 s each time: the first wait fits in 5 s, the second would end past it.
-    let text = "Make the letter `k` uppercase";
+    let text = "I'd like `k` in uppercase";
     for _ in 0..3 {
         openai
             .push(Reply::error(429, "Rate limit reached for requests").header("Retry-After", "3"));
@@ -670,6 +793,6 @@ async fn llm_prompts_show_at_most_4_kib_of_the_request() {
     assert_eq!(result["task"], "chat", "{result:#}");
     assert_eq!(
         result["input"]["prompt"], text,
-        "the rules pass the whole request on"
+        "the fallback passes the whole request on"
     );
 }

@@ -42,6 +42,8 @@ enum ReplyBody {
         content: String,
         /// `usage.prompt_tokens`, `usage.completion_tokens`.
         usage: (u32, u32),
+        /// `finish_reason`: `stop`, or `length` for an answer cut at `max_tokens`.
+        finish_reason: &'static str,
     },
     /// Any JSON (errors).
     Json(Value),
@@ -71,6 +73,7 @@ impl Reply {
             body: ReplyBody::Completion {
                 content: content.to_string(),
                 usage: DEFAULT_USAGE,
+                finish_reason: "stop",
             },
             delay: Duration::ZERO,
         }
@@ -107,6 +110,14 @@ impl Reply {
     /// Waits `delay` before answering (a slow model).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Says the answer was cut at `max_tokens` (`finish_reason: length`).
+    pub fn cut(mut self) -> Self {
+        if let ReplyBody::Completion { finish_reason, .. } = &mut self.body {
+            *finish_reason = "length";
+        }
         self
     }
 
@@ -413,7 +424,11 @@ fn respond(reply: Reply, model: &str) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match reply.body {
         ReplyBody::Json(value) => value,
-        ReplyBody::Completion { content, usage } => json!({
+        ReplyBody::Completion {
+            content,
+            usage,
+            finish_reason,
+        } => json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 1_700_000_000,
@@ -421,7 +436,7 @@ fn respond(reply: Reply, model: &str) -> Response {
             "choices": [{
                 "index": 0,
                 "message": { "role": "assistant", "content": content },
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }],
             "usage": {
                 "prompt_tokens": usage.0,

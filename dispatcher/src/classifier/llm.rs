@@ -184,16 +184,19 @@ impl LlmClassifier {
                     "the answer was cut at {max_tokens} tokens; answer with the JSON object only"
                 ))
             } else {
-                parse_answer(&content, catalog, text)
+                parse_answer(&content, catalog)
             };
-            if let Answer::Valid(decision) = &answer
-                && shown.copied_up_to_the_cut(&decision.input)
-            {
-                // Asking again would not show the model the rest; the patterns read all of it.
-                return Err(ClassifyError::Invalid(format!(
-                    "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
-                )));
-            }
+            let answer = match answer {
+                Answer::Valid(decision) if shown.copied_up_to_the_cut(&decision.input) => {
+                    // Asking again would not show the model the rest; the patterns read all
+                    // of it.
+                    return Err(ClassifyError::Invalid(format!(
+                        "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
+                    )));
+                }
+                Answer::Valid(decision) => grounded(decision, catalog, text),
+                invalid => invalid,
+            };
             match answer {
                 Answer::Valid(mut decision) => {
                     decision.usage = usage;
@@ -372,8 +375,19 @@ fn clip_chars(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Reads and checks one answer: JSON, a routable task, schema-valid and grounded input.
-fn parse_answer(content: &str, catalog: &Catalog, text: &str) -> Answer {
+/// `decision` if its input is found in the request's words, else why not.
+fn grounded(decision: Decision, catalog: &Catalog, text: &str) -> Answer {
+    let Some(spec) = catalog.get(&decision.task) else {
+        return Answer::Invalid(format!("`{}` is not a task", decision.task));
+    };
+    match grounding::check(&decision.input, &spec.input_schema, text) {
+        Ok(()) => Answer::Valid(decision),
+        Err(why) => Answer::Invalid(why),
+    }
+}
+
+/// Reads and checks one answer: JSON, a routable task, schema-valid input.
+fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
     let trimmed = content
         .trim()
         .trim_start_matches("```json")
@@ -389,7 +403,7 @@ fn parse_answer(content: &str, catalog: &Catalog, text: &str) -> Answer {
         return invalid("it has no string field `task`".into());
     };
     let input = value.get("input").cloned().unwrap_or(Value::Null);
-    let spec = match catalog.get(task) {
+    match catalog.get(task) {
         None => {
             let names: Vec<&str> = catalog
                 .specs()
@@ -405,13 +419,10 @@ fn parse_answer(content: &str, catalog: &Catalog, text: &str) -> Answer {
         Some(spec) if spec.explicit_only => {
             return invalid(format!("`{task}` may only be named explicitly by a caller"));
         }
-        Some(spec) => spec,
-    };
+        Some(_) => {}
+    }
     if let Err(e) = catalog.check(task, &input) {
         return invalid(e.message);
-    }
-    if let Err(why) = grounding::check(&input, &spec.input_schema, text) {
-        return invalid(why);
     }
     Answer::Valid(Decision::new(task, input, ClassifiedBy::Llm))
 }

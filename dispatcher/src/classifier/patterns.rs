@@ -29,10 +29,7 @@ pub fn certain(text: &str, catalog: &Catalog) -> Option<Decision> {
 /// why the LLM did not decide.
 pub fn fallback(text: &str, catalog: &Catalog, why: &str) -> Decision {
     let matches = catalog.pattern_matches(text);
-    let best = matches
-        .iter()
-        .find(|m| !m.hint)
-        .or_else(|| matches.first());
+    let best = matches.iter().find(|m| !m.hint).or_else(|| matches.first());
     match best {
         Some(m) => decision(m, &format!("{why}; patterns' best guess")),
         None => chat(text).because(format!("{why}; no pattern matched: {FALLBACK_TASK}")),
@@ -84,7 +81,10 @@ mod tests {
                     Pattern::new(r"(?i)loud.*'(?P<text>[^']+)'").hint(),
                 ],
             ),
-            spec("echo", vec![Pattern::new(r"(?i)^(?:say|shout) (?P<text>.+)$")]),
+            spec(
+                "echo",
+                vec![Pattern::new(r"(?i)^(?:say|shout) (?P<text>.+)$")],
+            ),
             spec("chat", vec![]),
         ] {
             c.insert(s).expect("valid");
@@ -116,7 +116,10 @@ mod tests {
         let c = catalog();
         let d = fallback("shout hi", &c, "no LLM");
         assert_eq!(route(&d), ("echo", &json!({"text": "hi"})));
-        assert!(d.routing.reason.starts_with("no LLM; patterns' best guess"), "{d:?}");
+        assert!(
+            d.routing.reason.starts_with("no LLM; patterns' best guess"),
+            "{d:?}"
+        );
         let d = fallback("be loud: 'hey'", &c, "the LLM is down");
         assert_eq!(route(&d), ("shout", &json!({"text": "hey"})));
         assert!(d.routing.reason.contains("hint"), "{d:?}");

@@ -158,6 +158,11 @@ fn questions_match_no_pattern() {
         "Explain what a message queue is in one sentence",
         "Why do people write in all caps?",
     ] {
-        assert_eq!(certain(&c, text), None, "{text}: {:#?}", c.pattern_matches(text));
+        assert_eq!(
+            certain(&c, text),
+            None,
+            "{text}: {:#?}",
+            c.pattern_matches(text)
+        );
     }
 }
