@@ -42,7 +42,7 @@ cargo nextest run --workspace --no-fail-fast
 current="$NATS_SERVER_CURRENT_BIN"
 echo "test: current nats-server: $current ($("$current" --version 2>&1 | head -n 1))"
 NATS_SERVER_BIN="$current" cargo nextest run -p fleet-tests --no-fail-fast \
-    -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::valid_answers)'
+    -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::certain_patterns) | test(python_worker)'
 
 bash deploy/validate.sh
 

@@ -21,6 +21,7 @@ mod metrics;
 mod permanent_failure;
 mod poison;
 mod prometheus;
+mod python_worker;
 mod retries;
 mod roles;
 mod secrets;
