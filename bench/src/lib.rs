@@ -21,6 +21,7 @@
 //! - [`bench`]: the bench scenarios, report and table.
 //! - [`chaos`]: the chaos run (config, run, counting, report).
 //! - [`classify`]: dispatcher throughput with a scripted LLM that answers after a delay.
+//! - [`delays`]: how late delayed requests (`not_before`) start.
 //! - [`relay`]: the bare JetStream relay and its variants.
 //! - [`load`]: the load generator (burst and fixed concurrency, latencies).
 //! - [`proc`]: the fleet's processes (slots with fixed metrics ports).
@@ -32,6 +33,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod classify;
+pub mod delays;
 pub mod error;
 pub mod load;
 pub mod proc;

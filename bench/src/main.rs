@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleet_bench::{bench::BenchConfig, chaos::ChaosConfig, classify::ClassifyConfig};
+use fleet_bench::{
+    bench::BenchConfig, chaos::ChaosConfig, classify::ClassifyConfig, delays::DelaysConfig,
+};
 
 /// Benchmarks and chaos runs of the fleet on a nats-server of their own.
 ///
@@ -41,6 +43,22 @@ enum Command {
         llm_delay: Duration,
         /// How long one measurement may take.
         #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// How late delayed requests start: many requests with `not_before` times spread over a
+    /// window, on an idle fleet; p50/p99/max of result time minus `not_before`.
+    Delays {
+        /// Delayed requests.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Time from the first publish to the first `not_before`.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        lead: Duration,
+        /// The `not_before` times are spread evenly over this window.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        spread: Duration,
+        /// How long to wait for the last result after the last `not_before`.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
     /// relay-min (the broker's best) against the fleet (dispatcher + 2 workers, default
@@ -179,6 +197,29 @@ async fn main() -> anyhow::Result<ExitCode> {
             println!("{}", report.table());
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Delays {
+            requests,
+            lead,
+            spread,
+            timeout,
+        } => {
+            let report = fleet_bench::delays::run(&DelaysConfig {
+                bin_dir,
+                requests,
+                lead,
+                spread,
+                timeout,
+            })
+            .await
+            .context("delay benchmark failed")?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.early == 0 && report.completed == report.requests {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Classify {
             requests,

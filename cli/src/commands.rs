@@ -9,7 +9,9 @@ use fleet_common::{
     topology::Fleet,
 };
 
-use crate::{EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, dlq, eval, inspect, setup, stats, submit};
+use crate::{
+    EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, control, dlq, eval, inspect, setup, stats, submit,
+};
 
 /// Default time `--wait` and `watch` wait for a result.
 pub(crate) const DEFAULT_TIMEOUT: &str = "120s";
@@ -81,6 +83,44 @@ pub(crate) enum Command {
         #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
         timeout: Duration,
         /// Print only the result, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List requests by state and task, newest first, a page at a time.
+    List(control::ListArgs),
+    /// Cancel a request that has not ended: it ends `cancelled`, and a running task is stopped.
+    Cancel {
+        /// The request id.
+        id: String,
+        /// Who cancels.
+        #[command(flatten)]
+        by: control::Operator,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request awaiting approval: its task runs.
+    Approve {
+        /// The request id.
+        id: String,
+        /// Who approves.
+        #[command(flatten)]
+        by: control::Operator,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny a request awaiting approval: it ends `rejected` (kind `denied`) and never runs.
+    Deny {
+        /// The request id.
+        id: String,
+        /// Why, for the result.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who denies.
+        #[command(flatten)]
+        by: control::Operator,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -175,6 +215,15 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             json,
         } => inspect::trace(&fleet, &id, &jaeger_url, json).await,
         Command::Stats { json } => stats::stats(&fleet, json).await,
+        Command::List(args) => control::list(&fleet, args).await,
+        Command::Cancel { id, by, json } => control::cancel(&fleet, &id, &by, json).await,
+        Command::Approve { id, by, json } => control::approve(&fleet, &id, &by, json).await,
+        Command::Deny {
+            id,
+            reason,
+            by,
+            json,
+        } => control::deny(&fleet, &id, reason.as_deref(), &by, json).await,
         // Answered above: completion without NATS, setup before the fleet is bound.
         Command::Completion { .. } | Command::Setup(_) => EXIT_OK,
     };

@@ -11,12 +11,14 @@
 //! - `inspect` - `status`, `catalog`, `trace`.
 //! - `dlq` - `dlq list`, `dlq replay`, `dlq purge`.
 //! - `stats` - each task's queue.
+//! - `control` - `list`, `cancel`, `approve`, `deny`.
 //! - `setup` - creating the streams, buckets and consumers (admin).
 //! - `eval` - routing accuracy on labelled requests.
 //! - `output` - printing results and states.
 //! - `progress` - the spinner while waiting, on a terminal only.
 
 mod commands;
+mod control;
 mod dlq;
 mod eval;
 mod inspect;

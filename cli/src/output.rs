@@ -57,5 +57,24 @@ pub(crate) fn print_state(record: &StatusRecord) {
     if let Some(last) = record.errors.last() {
         line.push_str(&format!("  last_error={:?}", last.message));
     }
+    if record.state == fleet_common::messages::State::Scheduled
+        && let Some(at) = &record.not_before
+    {
+        line.push_str(&format!("  runs_at={at}"));
+    }
+    if record.state == fleet_common::messages::State::AwaitingApproval {
+        if let Some(input) = &record.input {
+            line.push_str(&format!("  input={input}"));
+        }
+        if let Some(who) = &record.approvers {
+            line.push_str(&format!("  approvers={who:?}"));
+        }
+    }
+    if let Some(by) = &record.approved_by {
+        line.push_str(&format!("  approved_by={by}"));
+    }
+    if let Some(deadline) = &record.deadline {
+        line.push_str(&format!("  deadline={deadline}"));
+    }
     println!("{line}");
 }

@@ -39,6 +39,12 @@ pub(crate) struct SubmitArgs {
     /// Metadata carried to the result, a JSON object.
     #[arg(long)]
     metadata: Option<String>,
+    /// Run it no sooner than this: a duration from now (`30s`, `2h`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    delay: Option<String>,
+    /// End it `expired` unless it has finished by this: a duration (`10m`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    deadline: Option<String>,
     /// Show the state as it changes, then the result.
     #[arg(long)]
     wait: bool,
@@ -48,6 +54,12 @@ pub(crate) struct SubmitArgs {
     /// Print JSON (with --wait: only the result).
     #[arg(long)]
     json: bool,
+}
+
+/// Checks a `--delay` / `--deadline` here, so a typo is a usage error rather than a
+/// `rejected` result; the dispatcher reads the text itself.
+fn parse_when(text: &str) -> Result<String, String> {
+    fleet_common::lifecycle::timing::When::parse("the value", text).map(|_| text.trim().to_owned())
 }
 
 fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>, String> {
@@ -69,6 +81,8 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32
         id: Some(id.clone()),
         text: args.text.clone(),
         task: args.task.clone(),
+        delay: args.delay.clone(),
+        deadline: args.deadline.clone(),
         ..Default::default()
     };
     if let Some(input) = &args.input {

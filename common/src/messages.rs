@@ -26,6 +26,10 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Whether `id` is a valid request id: 1–64 characters of `[A-Za-z0-9_-]`.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -197,6 +201,15 @@ pub struct RequestBody {
     /// Carried to the result untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Run it no sooner than this long after receipt (`30s`) or this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Run it no sooner than this RFC 3339 time (or this long after receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// End it `expired` if it has not finished this long after receipt, or by this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// The task message the dispatcher publishes on `<prefix>.tasks.<task>`.
@@ -225,6 +238,10 @@ pub struct TaskMessage {
     /// How the task was chosen: why, grounded or not, model, cache, latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
+    /// The request's deadline (RFC 3339): a worker taking the task later ends it `expired`
+    /// without running it, and cancels a run still going at that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// A request's final outcome.
@@ -482,6 +499,28 @@ pub struct StatusRecord {
     /// same message carries the same sequence, a duplicate request another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_seq: Option<u64>,
+    /// When a `scheduled` request is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// When the request expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// The routed input, while the request is `awaiting_approval` (what the approver approves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// The caller's metadata, kept while the request waits for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Who may approve a request `awaiting_approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<String>,
+    /// Who approved it (set by `fleet approve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// How many deliveries of the request message the dispatcher handed back on purpose
+    /// (waiting for its time or for approval): they are not failed deliveries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parked: u32,
     /// When the request was received.
     pub created_at: String,
     /// When this record was last written.
@@ -507,6 +546,13 @@ impl StatusRecord {
             llm: None,
             routing: None,
             request_seq: None,
+            not_before: None,
+            deadline: None,
+            input: None,
+            metadata: None,
+            approvers: None,
+            approved_by: None,
+            parked: 0,
             created_at: now.clone(),
             updated_at: now,
         }
@@ -520,6 +566,7 @@ impl StatusRecord {
         rec.classified_by = Some(task.classified_by);
         rec.llm = task.llm.clone();
         rec.routing = task.routing.clone();
+        rec.deadline = task.deadline.clone();
         if let Some(at) = &task.received_at {
             rec.created_at = at.clone();
         }
@@ -592,6 +639,7 @@ mod tests {
             received_at: None,
             llm: None,
             routing: None,
+            deadline: None,
         };
         let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);
         r.output = Some(serde_json::json!({"text": "X"}));

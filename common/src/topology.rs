@@ -21,6 +21,11 @@ use crate::{
 /// The JetStream duplicate window used for `Nats-Msg-Id` deduplication of requests and tasks.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The most requests the dispatchers' consumer keeps unacknowledged: those being routed plus
+/// every request waiting (`scheduled`, `awaiting_approval`), whose message is handed back with
+/// a delay and stays pending meanwhile. Past it, new requests wait until one is done.
+pub const DISPATCHER_MAX_ACK_PENDING: i64 = 200_000;
+
 /// The most the requests and the tasks streams each hold. Past it, new messages are refused
 /// (the publisher gets an error: a client sees its publish fail, the dispatcher retries later)
 /// rather than waiting work being dropped; they have no age limit, so no waiting work expires
@@ -78,6 +83,17 @@ impl Topology {
     /// the result's span (one span name for all requests, the real subject as an attribute).
     pub fn result_subject_template(&self) -> String {
         format!("{}.results.{{request_id}}", self.prefix)
+    }
+
+    /// `<prefix>.cancel.<id>`: core NATS notice that a request was cancelled, so the worker
+    /// running it stops (the `cancelled` result is stored before it is sent).
+    pub fn cancel_subject(&self, request_id: &str) -> String {
+        format!("{}.cancel.{request_id}", self.prefix)
+    }
+
+    /// `<prefix>.cancel.*`: what workers subscribe to for cancellation notices.
+    pub fn cancel_wildcard(&self) -> String {
+        format!("{}.cancel.*", self.prefix)
     }
 
     /// `<prefix>.dlq.<task>`: dead letters of a task (`unreadable` for unreadable requests).
@@ -139,6 +155,10 @@ impl Topology {
             ack_policy: AckPolicy::Explicit,
             ack_wait,
             max_deliver: -1,
+            // A request waiting for its time or for approval is a message handed back with a
+            // delay (see `lifecycle::timing`), and stays unacknowledged meanwhile: the server's
+            // default (1000) would let 1000 waiting requests stop all others.
+            max_ack_pending: DISPATCHER_MAX_ACK_PENDING,
             ..Default::default()
         }
     }

@@ -3,7 +3,10 @@
 //! Parsing never fails silently: it returns either an [`Incoming`] request or a [`Rejection`]
 //! that becomes a `rejected` result with a sentence a person can act on.
 
-use fleet_common::messages::{ErrorInfo, ErrorKind, RequestBody, is_valid_id};
+use fleet_common::{
+    lifecycle::timing::When,
+    messages::{ErrorInfo, ErrorKind, RequestBody, is_valid_id},
+};
 use serde_json::{Map, Value};
 
 /// A readable request.
@@ -15,6 +18,10 @@ pub struct Incoming {
     pub body: Body,
     /// The caller's metadata.
     pub metadata: Option<Map<String, Value>>,
+    /// Not before this (`delay` or `not_before`; the later one when both are given).
+    pub not_before: Vec<When>,
+    /// Expired after this (`deadline`).
+    pub deadline: Option<When>,
 }
 
 /// What the caller asked for.
@@ -110,6 +117,8 @@ pub fn parse(
                 id,
                 body: Body::Text(trimmed.to_owned()),
                 metadata: None,
+                not_before: Vec::new(),
+                deadline: None,
             }),
         };
     }
@@ -129,17 +138,13 @@ pub fn parse(
             true,
         ));
     }
-    // SPEC's scheduling fields are not implemented by this version: a request that asks for
-    // them is told so, rather than run at once, in arrival order, as if they were honoured.
-    let unsupported: Vec<&str> = ["delay", "not_before", "deadline"]
+    // SPEC's priority is not implemented by this version: a request that asks for it is told
+    // so, rather than run in arrival order as if it were honoured.
+    let unsupported: Vec<&str> = value
+        .get("priority")
+        .filter(|p| !p.is_null() && p.as_str() != Some("normal"))
+        .map(|_| "priority")
         .into_iter()
-        .filter(|f| value.get(*f).is_some_and(|v| !v.is_null()))
-        .chain(
-            value
-                .get("priority")
-                .filter(|p| !p.is_null() && p.as_str() != Some("normal"))
-                .map(|_| "priority"),
-        )
         .collect();
     if !unsupported.is_empty() {
         return Err(reject(
@@ -166,6 +171,27 @@ pub fn parse(
         return Err(bad_id(id, bad, body.metadata));
     }
     let metadata = body.metadata;
+    let when = |field: &str, text: Option<&str>| match text {
+        None => Ok(None),
+        Some(t) => When::parse(field, t).map(Some),
+    };
+    let times = when("delay", body.delay.as_deref()).and_then(|delay| {
+        let not_before = when("not_before", body.not_before.as_deref())?;
+        let deadline = when("deadline", body.deadline.as_deref())?;
+        Ok((delay.into_iter().chain(not_before).collect(), deadline))
+    });
+    let (not_before, deadline) = match times {
+        Ok(times) => times,
+        Err(message) => {
+            return Err(Rejection {
+                id,
+                given_id: None,
+                error: ErrorInfo::new(ErrorKind::BadRequest, message),
+                unreadable: false,
+                metadata,
+            });
+        }
+    };
     match (body.task, body.text) {
         (Some(task), _) => Ok(Incoming {
             id,
@@ -174,11 +200,15 @@ pub fn parse(
                 input: body.input.unwrap_or_else(|| Value::Object(Map::new())),
             },
             metadata,
+            not_before,
+            deadline,
         }),
         (None, Some(text)) if !text.trim().is_empty() => Ok(Incoming {
             id,
             body: Body::Text(text.trim().to_owned()),
             metadata,
+            not_before,
+            deadline,
         }),
         _ => Err(Rejection {
             id,
@@ -306,18 +336,32 @@ mod tests {
     }
 
     #[test]
-    fn scheduling_fields_not_implemented_are_refused_not_ignored() {
+    fn delays_and_deadlines_are_read_and_bad_ones_refused() {
+        let r = ok(
+            br#"{"id":"a","text":"hi","delay":"30s","not_before":"2030-01-01T09:00:00Z","deadline":"5m"}"#,
+            None,
+        );
+        assert_eq!(r.not_before.len(), 2);
+        assert_eq!(
+            r.deadline,
+            Some(When::After(std::time::Duration::from_secs(300)))
+        );
+        let e = err(br#"{"id":"a","text":"hi","delay":"soonish"}"#, None);
+        assert_eq!(e.error.kind, ErrorKind::BadRequest);
+        assert!(e.error.message.contains("delay"), "{e:?}");
+        assert_eq!(e.id, "a");
+        assert!(ok(br#"{"text":"hi"}"#, None).not_before.is_empty());
+    }
+
+    #[test]
+    fn priority_not_implemented_is_refused_not_ignored() {
         let refused = |body: &str| {
             parse(body.as_bytes(), None, "gen", 4096)
                 .expect_err("refused")
                 .error
                 .message
         };
-        assert!(refused(r#"{"id":"a","text":"hi","delay":"30s"}"#).contains("delay"));
-        assert!(
-            refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#)
-                .contains("deadline, priority")
-        );
+        assert!(refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#).contains("priority"));
         let normal = parse(br#"{"text":"hi","priority":"normal"}"#, None, "gen", 4096);
         assert!(normal.is_ok(), "{normal:?}");
     }

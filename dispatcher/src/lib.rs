@@ -32,9 +32,12 @@ use async_nats::jetstream::{AckKind, Message, consumer};
 use fleet_common::{
     catalog::{self, Catalog, SharedCatalog, snapshot},
     health::{self, Readiness},
-    lifecycle::{Arrival, Receipt},
+    lifecycle::{
+        Arrival, Receipt, Ticket,
+        timing::{self, Times},
+    },
     llm::Llm,
-    messages::{ClassifiedBy, MSG_ID_HEADER, TaskMessage},
+    messages::{ClassifiedBy, MSG_ID_HEADER, State, TaskMessage},
     pull, telemetry,
     topology::Fleet,
 };
@@ -231,7 +234,14 @@ enum Disposition {
     Ack,
     /// Try again later (NATS hiccup).
     Retry,
+    /// Hand it back on purpose, to come back after this long: the request waits for its time
+    /// or for a person's approval (not a failed delivery).
+    Park(Duration),
 }
+
+/// Who may approve a request awaiting approval, as its status record says: whoever may write
+/// the fleet's results and status records and publish its tasks (`fleet approve`).
+const APPROVERS: &str = "an operator with the admin role of deploy/nats/auth.conf (`fleet approve ID` / `fleet deny ID`)";
 
 /// Everything a request handler needs; one per dispatcher, shared by every delivery.
 pub struct Dispatcher {
@@ -277,9 +287,15 @@ impl Dispatcher {
         self.metrics.in_flight.inc();
         let span = telemetry::process_span(&msg);
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let disposition = match self.process(&msg).instrument(span.clone()).await {
+        let outcome = self.process(&msg).instrument(span.clone()).await;
+        // Deliveries handed back on purpose (a request waiting) are not failures.
+        let failed = match &outcome {
+            Err(_) if delivered >= GIVE_UP_AFTER => self.failed_deliveries(&msg, delivered).await,
+            _ => delivered,
+        };
+        let disposition = match outcome {
             Ok(d) => d,
-            Err(e) if delivered >= GIVE_UP_AFTER => {
+            Err(e) if failed >= GIVE_UP_AFTER => {
                 tracing::error!(parent: &span, error = %e, delivered, "request not handled again; giving up on it");
                 telemetry::record_failure(&span, &e);
                 match self.give_up(&msg, &e).instrument(span.clone()).await {
@@ -299,9 +315,10 @@ impl Dispatcher {
         let ack = match disposition {
             Disposition::Ack => msg.ack_with(AckKind::Ack).await,
             Disposition::Retry => {
-                msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
+                msg.ack_with(AckKind::Nak(Some(redelivery_delay(failed))))
                     .await
             }
+            Disposition::Park(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
         };
         if let Err(e) = ack {
             tracing::warn!(parent: &span, error = %e, "acknowledgement lost; the request redelivers and is recognised");
@@ -309,10 +326,38 @@ impl Dispatcher {
         self.metrics.in_flight.dec();
     }
 
+    /// How many deliveries of `msg` failed: its deliveries less those handed back on purpose
+    /// (read from its status record; only asked once a request has failed often).
+    async fn failed_deliveries(&self, msg: &Message, delivered: i64) -> i64 {
+        let (_, generated, header_id) = identity(msg);
+        let id = match intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes)
+        {
+            Ok(incoming) => incoming.id,
+            Err(rejection) => rejection.id,
+        };
+        let record = self.fleet.status_of(&id).await.ok().flatten();
+        let delivered = u64::try_from(delivered).unwrap_or(0);
+        i64::try_from(fleet_common::lifecycle::rules::failed_deliveries(
+            delivered,
+            record.as_ref(),
+        ))
+        .unwrap_or(i64::MAX)
+    }
+
     async fn process(&self, msg: &Message) -> Result<Disposition, fleet_common::Error> {
         let span = tracing::Span::current();
         let (seq, generated, header_id) = identity(msg);
         let parsed = intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes);
+        // Times count from the request's receipt: its message's timestamp in the stream, the
+        // same on every redelivery (after restarts too), so nothing is written to remember it.
+        let now = time::OffsetDateTime::now_utc();
+        let times = match &parsed {
+            Ok(incoming) if incoming.not_before.is_empty() && incoming.deadline.is_none() => {
+                Times::default()
+            }
+            Ok(incoming) => times_of(incoming, msg.info().map_or(now, |i| i.published)),
+            Err(_) => Times::default(),
+        };
         let id = match &parsed {
             Ok(incoming) => incoming.id.clone(),
             Err(rejection) => rejection.id.clone(),
@@ -332,17 +377,37 @@ impl Dispatcher {
                 .filter(|d| check_decision(d, &catalog).is_ok()),
             Err(_) => None,
         };
-        let receipt = self
-            .fleet
-            .receive(Arrival {
-                id: &id,
-                request_seq: seq,
-                trace_id: trace_id.clone(),
-                route: quick.as_ref().map(|d| (d.task.as_str(), d.by)),
-            })
-            .await?;
+        let arrival = Arrival {
+            id: &id,
+            request_seq: seq,
+            trace_id: trace_id.clone(),
+            // The guard never says `queued` for a task that needs approval.
+            route: quick
+                .as_ref()
+                .filter(|d| !requires_approval(&d.task, &catalog))
+                .map(|d| (d.task.as_str(), d.by)),
+        };
+        let receipt = if times.is_plain() {
+            self.fleet.receive(arrival).await?
+        } else {
+            self.fleet.receive_timed(arrival, times, now).await?
+        };
         let ticket = match receipt {
             Receipt::Proceed(ticket) => ticket,
+            Receipt::Waiting(ticket) => {
+                // Still awaiting approval: wait again, until its deadline at the latest.
+                if times.expired(now) {
+                    return self.expire(&ticket, parsed.ok(), trace_id).await;
+                }
+                if !self
+                    .fleet
+                    .park(&ticket, State::AwaitingApproval, |_| {})
+                    .await?
+                {
+                    return Ok(Disposition::Ack);
+                }
+                return Ok(Disposition::Park(timing::park_open(times.deadline, now)));
+            }
             Receipt::Done => {
                 tracing::debug!("a redelivery of a request whose task is already out");
                 return Ok(Disposition::Ack);
@@ -381,6 +446,29 @@ impl Dispatcher {
                 return Ok(Disposition::Ack);
             }
         };
+
+        if !times.is_plain() {
+            if times.expired(now) {
+                return self.expire(&ticket, Some(incoming), trace_id).await;
+            }
+            if let Some(wait) = times.wait(now) {
+                // Scheduled: handed back until its time (its deadline at the latest), with no
+                // timer or loop of ours; routed when it comes back due.
+                let not_before = times.not_before.map(timing::rfc3339);
+                let waiting = self
+                    .fleet
+                    .park(&ticket, State::Scheduled, |r| {
+                        r.not_before = not_before.clone();
+                    })
+                    .await?;
+                tracing::debug!(wait_ms = wait.as_millis() as u64, "scheduled");
+                return Ok(if waiting {
+                    Disposition::Park(wait)
+                } else {
+                    Disposition::Ack
+                });
+            }
+        }
 
         let checked = quick.is_some();
         let decision = match quick {
@@ -433,7 +521,18 @@ impl Dispatcher {
             received_at: Some(ticket.received_at().to_owned()),
             llm: decision.usage,
             routing: Some(decision.routing),
+            deadline: times.deadline.map(timing::rfc3339),
         };
+        if requires_approval(&task.task, &catalog) {
+            // Catalog policy, whichever tier routed it (the LLM included): a person decides.
+            let waiting = self.fleet.await_approval(&ticket, &task, APPROVERS).await?;
+            tracing::info!(task = %task.task, "awaiting approval");
+            return Ok(if waiting {
+                Disposition::Park(timing::park_open(times.deadline, now))
+            } else {
+                Disposition::Ack
+            });
+        }
         self.fleet.queue(ticket, &task).await?;
         tracing::debug!(task = %task.task, "task queued");
         Ok(Disposition::Ack)
@@ -475,6 +574,44 @@ impl Dispatcher {
             telemetry::current_trace_id(),
         )
         .await
+    }
+
+    /// Ends a request whose deadline passed before its task was out: `expired`, never run.
+    async fn expire(
+        &self,
+        ticket: &Ticket,
+        incoming: Option<Incoming>,
+        trace_id: Option<String>,
+    ) -> Result<Disposition, fleet_common::Error> {
+        let record = ticket.record();
+        let result = fleet_common::messages::TaskResult {
+            request_id: record.request_id.clone(),
+            status: fleet_common::messages::Outcome::Expired,
+            task: record.task.clone(),
+            input: record.input.clone(),
+            output: None,
+            error: Some(fleet_common::messages::ErrorInfo::new(
+                fleet_common::messages::ErrorKind::DeadlineExceeded,
+                format!(
+                    "the deadline ({}) passed while it was {}; it never ran",
+                    record.deadline.as_deref().unwrap_or("given"),
+                    record.state
+                ),
+            )),
+            attempts: 0,
+            classified_by: record.classified_by,
+            routing: record.routing.clone(),
+            trace_id: trace_id.or_else(|| record.trace_id.clone()),
+            metadata: incoming
+                .and_then(|i| i.metadata)
+                .or_else(|| record.metadata.clone()),
+            given_id: None,
+            worker: None,
+            finished_at: Some(fleet_common::messages::now()),
+        };
+        tracing::info!("deadline passed before the task ran; expired");
+        self.fleet.conclude(result).await?;
+        Ok(Disposition::Ack)
     }
 
     /// The decision for a request that needs no slow call: explicit, or a rule that is sure.
@@ -597,6 +734,23 @@ fn check_decision(
         ));
     }
     catalog.check(&decision.task, &decision.input)
+}
+
+/// Whether the catalog says a person approves each request for `task` before it runs.
+fn requires_approval(task: &str, catalog: &Catalog) -> bool {
+    catalog.get(task).is_some_and(|spec| spec.requires_approval)
+}
+
+/// A request's times, resolved against its receipt; of `delay` and `not_before`, the later.
+fn times_of(incoming: &Incoming, received: time::OffsetDateTime) -> Times {
+    Times {
+        not_before: incoming
+            .not_before
+            .iter()
+            .map(|w| w.resolve(received))
+            .max(),
+        deadline: incoming.deadline.map(|w| w.resolve(received)),
+    }
 }
 
 fn by_label(by: ClassifiedBy) -> &'static str {

@@ -58,7 +58,6 @@ pub mod metrics;
 pub mod nats;
 pub mod openai;
 pub mod otlp;
-pub mod python_worker;
 pub mod watch;
 
 use std::future::Future;
@@ -78,11 +77,15 @@ pub use metrics::Scrape;
 pub use nats::NatsServer;
 pub use openai::{DefaultRoute, FakeOpenAi, LlmCall, Reply};
 pub use otlp::{CollectedSpan, OtlpReceiver};
-pub use python_worker::{PYTHON_TASK, PythonWorker};
 pub use watch::StatusWatch;
 
 /// The tasks every worker runs by default, as named in the SPEC.
-pub const BUILTIN_TASKS: [&str; 3] = ["github.repo_info", "text.transform", "chat"];
+pub const BUILTIN_TASKS: [&str; 4] = [
+    "github.repo_info",
+    "text.transform",
+    "chat",
+    "note.append",
+];
 
 /// Generous default for waiting on an outcome (tests assert outcomes, not speed).
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -91,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL)]
     pub github_api_url: String,
 
+    /// Where `note.append` writes its notes (default: `fleet-notes` in the temporary directory).
+    #[arg(long, env = "FLEET_NOTES_DIR")]
+    pub notes_dir: Option<std::path::PathBuf>,
+
     /// GitHub token; raises the API rate limit and reaches private repositories.
     #[arg(long, env = "GITHUB_TOKEN", value_parser = |s: &str| Ok::<_, String>(SecretString::from(s.to_owned())), hide_env_values = true)]
     pub github_token: Option<SecretString>,
@@ -99,6 +103,13 @@ pub struct Config {
 // === impl Config ===
 
 impl Config {
+    /// Where `note.append` writes: the setting, or `fleet-notes` in the temporary directory.
+    pub fn notes_dir(&self) -> std::path::PathBuf {
+        self.notes_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("fleet-notes"))
+    }
+
     /// The worker's id: the setting, or hostname-pid.
     pub fn worker_id(&self) -> String {
         self.worker_id.clone().unwrap_or_else(|| {

@@ -17,7 +17,7 @@ use std::{
 use async_nats::jetstream::{AckKind, Message};
 use fleet_common::{
     catalog::Catalog,
-    lifecycle::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start, rules},
+    lifecycle::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start, rules, timing},
     messages::{
         AttemptError, ErrorInfo, ErrorKind, MSG_ID_HEADER, Outcome, TaskMessage, TaskResult,
         is_valid_id,
@@ -34,7 +34,7 @@ use crate::{
     error::TaskError,
     metrics::Metrics,
     retry::RetryPolicy,
-    tasks::{Registry, Timeouts},
+    tasks::{self, Registry, Timeouts},
 };
 
 /// Everything a delivery needs; one per worker, shared by every task consumer.
@@ -61,6 +61,8 @@ pub struct Handler {
     pub hard_stop: CancellationToken,
     /// Where the final state writes run after a delivery's slot is freed; drained on shutdown.
     pub finishing: TaskTracker,
+    /// The running requests' cancellation signals (`fleet cancel`).
+    pub cancels: crate::cancel::Cancels,
 }
 
 /// What happens to the message.
@@ -187,17 +189,39 @@ impl Handler {
         if let Err(error) = self.checks.check(subject_task, &task.input) {
             return self.finish(&task, attempt, Err(error)).await;
         }
+        // Only a request that has a deadline, or a task that needs approval, costs a check.
+        let deadline = task.deadline.as_deref().and_then(timing::parse_rfc3339);
+        if deadline.is_some_and(|d| d <= time::OffsetDateTime::now_utc()) {
+            let ran = attempt.number.saturating_sub(1);
+            return self.end_early(&task, attempt, Outcome::Expired, ran).await;
+        }
+        if self
+            .checks
+            .get(subject_task)
+            .is_some_and(|spec| spec.requires_approval)
+            && let Some(ending) = self.unapproved(&task, &attempt).await?
+        {
+            return Ok(ending);
+        }
+        let Some(cancel) = self.cancels.start(&task.request_id) else {
+            let ran = attempt.number.saturating_sub(1);
+            return self
+                .end_early(&task, attempt, Outcome::Cancelled, ran)
+                .await;
+        };
         let label = Metrics::label(&task.task);
         self.metrics.started.get_or_create(&label).inc();
         self.metrics.in_flight.inc();
         let started = Instant::now();
         // A panicking task is a failed attempt like any other, not a lost delivery.
         let limit = self.timeouts.of(subject_task);
-        let work = AssertUnwindSafe(runner.call(task.input.clone()))
-            .catch_unwind()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|panic| Err(TaskError::retry(panic_message(&panic))))
-            });
+        // A Rust task gets cancellation for free: at `fleet cancel` or the deadline its future
+        // is dropped (an HTTP call in flight is aborted); `tasks::cancellation()` lets it
+        // watch the same signal.
+        let call = tasks::with_cancellation(cancel.clone(), runner.call(task.input.clone()));
+        let work = AssertUnwindSafe(call).catch_unwind().map(|outcome| {
+            outcome.unwrap_or_else(|panic| Err(TaskError::retry(panic_message(&panic))))
+        });
         // One attempt's limit: past it the attempt is a retryable failure (the task's future is
         // dropped, which aborts its HTTP calls).
         let work = tokio::time::timeout(limit, work).map(move |outcome| {
@@ -208,15 +232,31 @@ impl Handler {
                 )))
             })
         });
-        let outcome = tokio::select! {
-            outcome = self.run_with_progress(msg, &attempt, delivered > 1, work) => Some(outcome),
-            _ = self.hard_stop.cancelled() => None,
+        let interrupted = async {
+            tokio::select! {
+                _ = cancel.cancelled() => Outcome::Cancelled,
+                _ = sleep_until(deadline) => Outcome::Expired,
+            }
         };
+        let outcome = tokio::select! {
+            outcome = self.run_with_progress(msg, &attempt, delivered > 1, work) => Ok(Some(outcome)),
+            _ = self.hard_stop.cancelled() => Ok(None),
+            why = interrupted => Err(why),
+        };
+        self.cancels.finish(&task.request_id);
         self.metrics.in_flight.dec();
         self.metrics
             .duration
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                tracing::info!(outcome = why.as_str(), "the running task was stopped");
+                let ran = attempt.number;
+                return self.end_early(&task, attempt, why, ran).await;
+            }
+        };
         let Some(outcome) = outcome else {
             tracing::warn!("drain grace ran out; the task is given back for another worker");
             if let Err(e) = self.fleet.hand_back(&attempt).await {
@@ -296,6 +336,65 @@ impl Handler {
                 }
             }
         }
+    }
+
+    /// Ends a request whose task did not run to its end: `cancelled` (`fleet cancel`) or
+    /// `expired` (its deadline). `fleet cancel` stored its result first, so that one stands.
+    async fn end_early(
+        &self,
+        task: &TaskMessage,
+        attempt: Attempt,
+        why: Outcome,
+        ran: u32,
+    ) -> Result<Ending, fleet_common::Error> {
+        let mut result = TaskResult::for_task(task, why, ran);
+        result.worker = Some(self.worker_id.clone());
+        result.error = Some(match why {
+            Outcome::Expired => ErrorInfo::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "the deadline ({}) passed before the task finished",
+                    task.deadline.as_deref().unwrap_or("unknown")
+                ),
+            ),
+            _ => ErrorInfo::new(ErrorKind::Cancelled, "the request was cancelled"),
+        });
+        let standing = self.fleet.settle(result).await?;
+        tracing::Span::current().record("outcome", standing.status.as_str());
+        Ok(Ending::Settled {
+            attempt: Box::new(attempt),
+            result: Box::new(standing),
+        })
+    }
+
+    /// For a task that requires approval: `None` when `fleet approve` recorded its approval,
+    /// else how it ends without running (whoever published it skipped the approval).
+    async fn unapproved(
+        &self,
+        task: &TaskMessage,
+        attempt: &Attempt,
+    ) -> Result<Option<Ending>, fleet_common::Error> {
+        let view = self.fleet.view(&task.request_id).await?;
+        if view.result.is_some() {
+            return Ok(Some(Ending::Ack));
+        }
+        if rules::approved(view.record.as_ref()) {
+            return Ok(None);
+        }
+        let mut result = TaskResult::for_task(task, Outcome::Rejected, 0);
+        result.worker = Some(self.worker_id.clone());
+        result.error = Some(ErrorInfo::new(
+            ErrorKind::Denied,
+            format!(
+                "`{}` requires approval and this request was never approved (`fleet approve`); it did not run",
+                task.task
+            ),
+        ));
+        let standing = self.fleet.settle(result).await?;
+        Ok(Some(Ending::Settled {
+            attempt: Box::new(attempt.clone()),
+            result: Box::new(standing),
+        }))
     }
 
     /// Stores the result of a task that ran (succeeded or failed permanently).
@@ -428,6 +527,17 @@ impl Handler {
             self.fleet.conclude(result).await?;
         }
         Ok(Ending::Term)
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<time::OffsetDateTime>) {
+    match deadline {
+        Some(d) => {
+            let left = d - time::OffsetDateTime::now_utc();
+            tokio::time::sleep(std::time::Duration::try_from(left).unwrap_or_default()).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

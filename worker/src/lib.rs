@@ -12,10 +12,12 @@
 //! - [`config`] - settings.
 //! - [`tasks`] - the `Task` trait, the built-in tasks and their registry.
 //! - [`handler`] - one delivery: run, store the result, acknowledge.
+//! - [`cancel`] - cancellation notices and the running tasks' signals.
 //! - [`retry`] - retry delays.
 //! - [`metrics`] - Prometheus metrics.
 //! - [`error`] - `TaskError` (the retry decision) and the worker's error.
 
+pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod handler;
@@ -101,6 +103,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let cancels = cancel::Cancels::default();
+    // Notices are heard until the very end: a task running while the worker drains can still
+    // be cancelled.
+    let stop_listening = CancellationToken::new();
+    let listening = cancels.listen(&fleet, stop_listening.clone()).await?;
     let handler = Arc::new(Handler {
         fleet,
         checks: registry.catalog(),
@@ -116,6 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics,
         hard_stop: hard_stop.clone(),
         finishing: tracker.clone(),
+        cancels,
     });
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut pulls = Vec::new();
@@ -145,6 +153,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
+    stop_listening.cancel();
+    let _ = listening.await;
     tracing::info!("worker stopped");
     Ok(())
 }

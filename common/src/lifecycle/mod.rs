@@ -7,7 +7,8 @@
 //! |---|---|
 //! | dispatcher | [`receive`](crate::topology::Fleet::receive) (the duplicate guard), [`queue`](crate::topology::Fleet::queue), [`reject`](crate::topology::Fleet::reject) |
 //! | worker | [`start`](crate::topology::Fleet::start), [`mark_running`](crate::topology::Fleet::mark_running), [`retry`](crate::topology::Fleet::retry), [`hand_back`](crate::topology::Fleet::hand_back), [`settle`](crate::topology::Fleet::settle), [`bury`](crate::topology::Fleet::bury), [`record_final`](crate::topology::Fleet::record_final) |
-//! | client | [`view`](crate::topology::Fleet::view), [`follow`](crate::topology::Fleet::follow), [`replay`](crate::topology::Fleet::replay), [`dead_letters`](crate::topology::Fleet::dead_letters) |
+//! | operator | [`cancel`](crate::topology::Fleet::cancel), [`approve`](crate::topology::Fleet::approve), [`deny`](crate::topology::Fleet::deny) |
+//! | client | [`list`](crate::topology::Fleet::list), [`view`](crate::topology::Fleet::view), [`follow`](crate::topology::Fleet::follow), [`replay`](crate::topology::Fleet::replay), [`dead_letters`](crate::topology::Fleet::dead_letters) |
 //!
 //! The rules of which state may follow which are pure functions in [`rules`]. What keeps a
 //! request's path short: one awaited status write before its task is published (the duplicate
@@ -24,6 +25,8 @@
 //! - `attempts` - the worker's verbs.
 //! - `replay` - the dead-letter queue: listing and replaying.
 //! - `view` - what the client reads: a request's state and result, followed live.
+//! - [`timing`] - `delay` / `not_before` / `deadline`, unit-tested without NATS.
+//! - `control` - what a person does to a request: cancel, approve, deny, list.
 
 mod attempts;
 mod records;
@@ -31,7 +34,9 @@ mod replay;
 mod requests;
 pub mod rules;
 mod stats;
+pub mod timing;
 mod view;
+mod control;
 
 pub use attempts::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start};
 pub use records::DeadLetter;
@@ -41,4 +46,5 @@ pub use requests::{
     truncated,
 };
 pub use stats::TaskStats;
+pub use control::{Approval, Cancellation, Denial, Listed};
 pub use view::{Event, Follow, View};

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::{
     records::Created,
     rules::{self, Admission, Resume},
+    timing::{Times, rfc3339},
 };
 use crate::{
     Error,
@@ -61,8 +62,11 @@ pub struct Arrival<'a> {
 /// What the duplicate guard found.
 #[derive(Debug)]
 pub enum Receipt {
-    /// Route (unless already routed) and publish the task; the ticket carries the record.
+    /// Route (unless already routed) and publish the task; the ticket carries the record. A
+    /// request whose record says `scheduled` proceeds once its time has come.
     Proceed(Box<Ticket>),
+    /// It waits for a person's approval (or its deadline): hand it back again.
+    Waiting(Box<Ticket>),
     /// Nothing more to do: the task is out, or the request has ended.
     Done,
     /// The id belongs to an earlier request, whose result stands.
@@ -76,11 +80,23 @@ pub struct Ticket {
     record: StatusRecord,
     /// Its revision (0 when unknown).
     revision: u64,
+    /// Whether the guard wrote this record just now (so it already says what it should).
+    fresh: bool,
 }
 
 // === impl Ticket ===
 
 impl Ticket {
+    /// The state the record was in when the request was taken.
+    pub fn state(&self) -> State {
+        self.record.state
+    }
+
+    /// The record as the guard left it (or found it).
+    pub fn record(&self) -> &StatusRecord {
+        &self.record
+    }
+
     /// When the request was received (the record's creation time).
     pub fn received_at(&self) -> &str {
         &self.record.created_at
@@ -102,7 +118,27 @@ impl Fleet {
     /// [`Error::JetStream`] when the status bucket cannot be written or read; the request
     /// message must then be redelivered.
     pub async fn receive(&self, arrival: Arrival<'_>) -> Result<Receipt, Error> {
-        let state = if arrival.route.is_some() {
+        self.receive_timed(arrival, Times::default(), time::OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// [`Fleet::receive`] for a request with a `delay` / `not_before` or a `deadline`: the
+    /// guard's one write carries its times, and says `scheduled` (without a route: a request is
+    /// routed at its time, against the catalog of that time) when it is not due at `now`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::receive`].
+    pub async fn receive_timed(
+        &self,
+        arrival: Arrival<'_>,
+        times: Times,
+        now: time::OffsetDateTime,
+    ) -> Result<Receipt, Error> {
+        let waits = times.wait(now).is_some();
+        let state = if waits {
+            State::Scheduled
+        } else if arrival.route.is_some() {
             State::Queued
         } else {
             State::Received
@@ -110,12 +146,22 @@ impl Fleet {
         let mut record = StatusRecord::new(arrival.id, state);
         record.request_seq = Some(arrival.request_seq);
         record.trace_id = arrival.trace_id;
-        if let Some((task, by)) = arrival.route {
+        if let Some((task, by)) = arrival.route.filter(|_| !waits) {
             record.task = Some(task.to_owned());
             record.classified_by = Some(by);
         }
+        record.not_before = times.not_before.filter(|_| waits).map(rfc3339);
+        record.deadline = times.deadline.map(rfc3339);
+        if waits {
+            // This delivery is handed back: not a failed one.
+            record.parked = 1;
+        }
         match self.create_status(&record).await? {
-            Created::New(revision) => Ok(Receipt::Proceed(Box::new(Ticket { record, revision }))),
+            Created::New(revision) => Ok(Receipt::Proceed(Box::new(Ticket {
+                record,
+                revision,
+                fresh: true,
+            }))),
             Created::Exists {
                 record: existing,
                 revision,
@@ -127,12 +173,16 @@ impl Fleet {
                         if self.result(arrival.id).await?.is_some() {
                             return Ok(Receipt::Done);
                         }
-                        match rules::resume(existing.as_ref()) {
+                        let resume = rules::resume(existing.as_ref());
+                        let ticket = Box::new(Ticket {
+                            record: existing.unwrap_or(record),
+                            revision,
+                            fresh: false,
+                        });
+                        match resume {
                             Resume::Done => Ok(Receipt::Done),
-                            Resume::Route => Ok(Receipt::Proceed(Box::new(Ticket {
-                                record: existing.unwrap_or(record),
-                                revision,
-                            }))),
+                            Resume::Route => Ok(Receipt::Proceed(ticket)),
+                            Resume::Await => Ok(Receipt::Waiting(ticket)),
                         }
                     }
                 }
@@ -155,7 +205,7 @@ impl Fleet {
     /// message must then be redelivered.
     pub async fn queue(&self, ticket: Box<Ticket>, task: &TaskMessage) -> Result<(), Error> {
         self.publish_task(task).await?;
-        if ticket.record.state != State::Received {
+        if !matches!(ticket.record.state, State::Received | State::Scheduled) {
             return Ok(());
         }
         let mut queued = ticket.record.clone();
@@ -174,7 +224,70 @@ impl Fleet {
         Ok(())
     }
 
-    async fn publish_task(&self, task: &TaskMessage) -> Result<(), Error> {
+    /// Records that a request waits (for its time: `scheduled`, or for a person:
+    /// `awaiting_approval`, with what `fill` adds) and that this delivery of its message is
+    /// handed back on purpose. Returns `false` when the request ended meanwhile (cancelled,
+    /// say): acknowledge it then, nothing waits any more.
+    ///
+    /// The guard's own record needs no second write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the status cannot be read or written.
+    pub async fn park<F>(&self, ticket: &Ticket, state: State, fill: F) -> Result<bool, Error>
+    where
+        F: Fn(&mut StatusRecord),
+    {
+        if ticket.fresh && ticket.record.state == state {
+            return Ok(true);
+        }
+        let known = (ticket.revision > 0).then(|| (Some(ticket.record.clone()), ticket.revision));
+        let mut ended = false;
+        let written = self
+            .advance(&ticket.record.request_id, known, |current| {
+                let base = current.cloned().unwrap_or_else(|| ticket.record.clone());
+                if base.state.is_terminal()
+                    || !(base.state == state || rules::may_move(base.state, state))
+                {
+                    ended = base.state.is_terminal();
+                    return None;
+                }
+                let mut next = base.moved_to(state);
+                next.parked = next.parked.saturating_add(1);
+                fill(&mut next);
+                Some(next)
+            })
+            .await?;
+        Ok(written.is_some() || !ended)
+    }
+
+    /// Parks a routed request for a task that `requires_approval`: its record says
+    /// `awaiting_approval` with the task, its input and who may approve it, which is all that
+    /// `fleet approve` needs to publish the task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::park`].
+    pub async fn await_approval(
+        &self,
+        ticket: &Ticket,
+        task: &TaskMessage,
+        approvers: &str,
+    ) -> Result<bool, Error> {
+        self.park(ticket, State::AwaitingApproval, |r| {
+            r.task = Some(task.task.clone());
+            r.input = Some(task.input.clone());
+            r.classified_by = Some(task.classified_by);
+            r.metadata = task.metadata.clone();
+            r.llm = task.llm.clone();
+            r.trace_id = r.trace_id.clone().or_else(|| task.trace_id.clone());
+            r.deadline = task.deadline.clone();
+            r.approvers = Some(approvers.to_owned());
+        })
+        .await
+    }
+
+    pub(crate) async fn publish_task(&self, task: &TaskMessage) -> Result<(), Error> {
         let subject = self.topology.task_subject(&task.task);
         let span = telemetry::messaging_span("publish", &subject);
         span.record("messaging.message.id", task.request_id.as_str());

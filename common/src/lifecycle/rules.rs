@@ -68,8 +68,11 @@ pub fn admit(existing: Option<&StatusRecord>, request_seq: u64) -> Admission {
 /// What the dispatcher does with a redelivered request, by the state it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
-    /// Route it (again) and publish its task: nothing is known to be out yet.
+    /// Route it (again) and publish its task: nothing is known to be out yet. A `scheduled`
+    /// request resumes here too, once its time has come.
     Route,
+    /// It waits for a person's approval: hand it back again (or end it at its deadline).
+    Await,
     /// Its task is out (or past it): acknowledge and do nothing more.
     Done,
 }
@@ -80,18 +83,35 @@ pub enum Resume {
 /// (explicit and pattern routes write it *before* publishing) may not have been published:
 /// route again, which is cheap and deterministic for those tiers, and the task's
 /// `Nats-Msg-Id` drops a second copy. `queued` after an LLM decision is written only once the
-/// task is out, so the LLM is never asked twice.
+/// task is out, so the LLM is never asked twice. An approved request's task was published by
+/// its approver, never by the dispatcher.
 pub fn resume(record: Option<&StatusRecord>) -> Resume {
     match record {
         None => Resume::Route,
         Some(r) => match r.state {
-            State::Received => Resume::Route,
-            State::Queued if r.classified_by != Some(crate::messages::ClassifiedBy::Llm) => {
+            State::Received | State::Scheduled => Resume::Route,
+            State::AwaitingApproval => Resume::Await,
+            State::Queued
+                if r.classified_by != Some(crate::messages::ClassifiedBy::Llm)
+                    && r.approved_by.is_none() =>
+            {
                 Resume::Route
             }
             _ => Resume::Done,
         },
     }
+}
+
+/// How many deliveries of a request message failed: those the dispatcher handed back on
+/// purpose (a request waiting for its time or its approval) do not count.
+pub fn failed_deliveries(delivered: u64, record: Option<&StatusRecord>) -> u64 {
+    delivered.saturating_sub(record.map_or(0, |r| u64::from(r.parked)))
+}
+
+/// Whether a worker may run a task that requires approval: only once `fleet approve` recorded
+/// who approved it, and while the request has not ended.
+pub fn approved(record: Option<&StatusRecord>) -> bool {
+    record.is_some_and(|r| r.approved_by.is_some() && !r.state.is_terminal())
 }
 
 /// What a worker does with a delivery of a task, by the status record it finds.
@@ -262,7 +282,39 @@ mod tests {
         queued.classified_by = Some(ClassifiedBy::Llm);
         assert_eq!(resume(Some(&queued)), Resume::Done);
         assert_eq!(resume(Some(&record(State::Running))), Resume::Done);
+        // A scheduled request is routed when it comes back; one awaiting approval waits again.
+        assert_eq!(resume(Some(&record(State::Scheduled))), Resume::Route);
+        assert_eq!(
+            resume(Some(&record(State::AwaitingApproval))),
+            Resume::Await
+        );
+        // An approved task was published by its approver: the dispatcher never publishes it.
+        let mut approved = record(State::Queued);
+        approved.classified_by = Some(ClassifiedBy::Explicit);
+        approved.approved_by = Some("ops".into());
+        assert_eq!(resume(Some(&approved)), Resume::Done);
         assert_eq!(resume(Some(&record(State::Succeeded))), Resume::Done);
+    }
+
+    #[test]
+    fn deliveries_handed_back_on_purpose_are_not_failures() {
+        assert_eq!(failed_deliveries(12, None), 12);
+        let mut parked = record(State::Scheduled);
+        parked.parked = 11;
+        assert_eq!(failed_deliveries(12, Some(&parked)), 1);
+        assert_eq!(failed_deliveries(3, Some(&parked)), 0);
+    }
+
+    #[test]
+    fn only_an_approved_live_request_may_run_a_task_that_needs_approval() {
+        assert!(!approved(None));
+        let mut r = record(State::AwaitingApproval);
+        assert!(!approved(Some(&r)));
+        r.approved_by = Some("ops".into());
+        r.state = State::Queued;
+        assert!(approved(Some(&r)));
+        r.state = State::Cancelled;
+        assert!(!approved(Some(&r)));
     }
 
     #[test]

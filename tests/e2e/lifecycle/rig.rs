@@ -86,6 +86,7 @@ impl Rig {
             metrics: Metrics::default(),
             hard_stop: hard_stop.clone(),
             finishing: finishing.clone(),
+            cancels: Default::default(),
         });
         Worker {
             handler,
@@ -127,6 +128,7 @@ impl Rig {
             received_at: Some(ticket.received_at().to_owned()),
             llm: None,
             routing: None,
+            deadline: None,
         };
         self.fleet.queue(ticket, &task).await.expect("queue");
     }

@@ -6,6 +6,7 @@
 
 mod chat;
 mod github;
+mod notes;
 #[cfg(test)]
 mod routing_tests;
 mod text;
@@ -23,7 +24,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use self::{chat::Chat, github::GithubRepoInfo, text::TextTransform};
+pub use self::{chat::Chat, github::GithubRepoInfo, notes::NoteAppend, text::TextTransform};
 use crate::{config::Config, error::TaskError};
 
 /// One kind of work.
@@ -43,6 +44,8 @@ pub trait Task: Send + Sync + 'static {
     const EXPLICIT_ONLY: bool = false;
     /// How long one attempt may run (`30s`); `FLEET_TASK_TIMEOUT` when `None`.
     const TIMEOUT: Option<&'static str> = None;
+    /// Whether a person approves each request before it runs (`fleet approve`).
+    const REQUIRES_APPROVAL: bool = false;
 
     /// Phrasings that certainly mean this task, with named groups that fill its input: the
     /// dispatcher routes with them without asking an LLM (see `fleet_common::patterns`).
@@ -74,6 +77,7 @@ impl<T: Task> DynTask for T {
             patterns: T::patterns(),
             explicit_only: T::EXPLICIT_ONLY,
             timeout: T::TIMEOUT.map(str::to_owned),
+            requires_approval: T::REQUIRES_APPROVAL,
         }
     }
 
@@ -86,6 +90,27 @@ impl<T: Task> DynTask for T {
             self.run(input).await
         })
     }
+}
+
+tokio::task_local! {
+    /// The running task's cancellation signal (see [`cancellation`]).
+    static CANCEL: tokio_util::sync::CancellationToken;
+}
+
+/// The cancellation signal of the task running on this Tokio task: cancelled when its request
+/// is cancelled (`fleet cancel`) or its deadline passes. A task needs nothing to stop: the
+/// worker drops its future at that moment (an HTTP call in flight is aborted). A task that
+/// must clean up first can watch this signal; outside a task it is never cancelled.
+pub fn cancellation() -> tokio_util::sync::CancellationToken {
+    CANCEL.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Runs `work` with `token` as its [`cancellation`] signal.
+pub(crate) async fn with_cancellation<F: Future>(
+    token: tokio_util::sync::CancellationToken,
+    work: F,
+) -> F::Output {
+    CANCEL.scope(token, work).await
 }
 
 /// How long one attempt may run, per task.
@@ -186,6 +211,7 @@ pub fn builtin(config: &Config, http: reqwest::Client) -> Registry {
     ));
     registry.register(TextTransform);
     registry.register(Chat::new(Llm::from_args(&config.llm)));
+    registry.register(NoteAppend::new(config.notes_dir()));
     registry
 }
 
