@@ -46,6 +46,10 @@ pub struct TaskSpec {
     /// When true, only an explicit request (`task` + `input`) may run it; the LLM never picks it.
     #[serde(default)]
     pub explicit_only: bool,
+    /// When true, a person approves each request before it runs (`fleet approve`): the
+    /// dispatcher parks every request routed to it, by any tier, in `awaiting_approval`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
     /// How long one attempt may run (`30s`, `5m`) before it counts as a retryable timeout;
     /// `FLEET_TASK_TIMEOUT` where absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -405,6 +409,7 @@ mod tests {
             patterns: vec![],
             timeout: None,
             explicit_only: false,
+            requires_approval: false,
         }
     }
 

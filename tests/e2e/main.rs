@@ -20,6 +20,7 @@ mod llm_routing;
 mod local_model;
 mod metrics;
 mod permanent_failure;
+mod python_worker;
 mod poison;
 mod prometheus;
 mod retries;

@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod nats;
 pub mod openai;
 pub mod otlp;
+pub mod python_worker;
 pub mod watch;
 
 use std::future::Future;
@@ -77,6 +78,7 @@ pub use metrics::Scrape;
 pub use nats::NatsServer;
 pub use openai::{DefaultRoute, FakeOpenAi, LlmCall, Reply};
 pub use otlp::{CollectedSpan, OtlpReceiver};
+pub use python_worker::{PYTHON_TASK, PythonWorker};
 pub use watch::StatusWatch;
 
 /// The tasks every worker runs by default, as named in the SPEC.
