@@ -238,8 +238,11 @@ fn strict(schema: &Value) -> Value {
 /// without `json_schema` response formats), the answer schema is spelled out.
 pub(super) fn system_prompt(catalog: &Catalog, schema_in_prompt: bool) -> String {
     let mut text = String::from(
-        "You route a user's request to one task of a task queue. Pick the task that does what the \
-         user asks and fill in its input from the user's words, copying names and text exactly.\n\n\
+        "You route a user's request to one task of a task queue. Pick the task that does exactly \
+         what the user asks, and fill in its input by copying the user's own words: names and \
+         text exactly as written, never made up, never rephrased. A question, a request to \
+         explain, write, translate or advise, or anything no other task does is `chat`, even \
+         when it mentions a repository or a word like uppercase.\n\n\
          Tasks:\n",
     );
     for spec in choices(catalog) {
@@ -262,7 +265,7 @@ pub(super) fn system_prompt(catalog: &Catalog, schema_in_prompt: bool) -> String
     text.push_str(&format!(
         "\nAnswer with one JSON object {{\"task\": <task name>, \"input\": <the task's input>}} and \
          nothing else. If no task fits, answer {{\"task\": \"{FALLBACK_TASK}\", \"input\": \
-         {{\"prompt\": <the user's request, unchanged>}}}}.\n"
+         {{\"prompt\": <the user's request, copied unchanged>}}}}.\n"
     ));
     if schema_in_prompt {
         text.push_str(&format!(

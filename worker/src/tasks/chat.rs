@@ -39,8 +39,7 @@ impl Chat {
 impl Task for Chat {
     type Input = Input;
     const NAME: &'static str = "chat";
-    const DESCRIPTION: &'static str =
-        "Answer a question or request in plain language with the LLM. Use when no other task fits.";
+    const DESCRIPTION: &'static str = "Answer in plain language with the LLM: questions, explanations, advice, writing, translations, conversation. Pick it whenever no other task does exactly what is asked; `prompt` is the user's request copied unchanged.";
     const OUTPUT: &'static str = "{ \"answer\": the LLM's answer }";
     const EXAMPLES: &'static [&'static str] = &["What is the capital of France?", "Tell me a joke"];
 

@@ -63,7 +63,7 @@ pub struct Input {
 /// `.git`, `/`, `'s` or punctuation is not part of the name.
 const SLUG: &str = r#"(?:^|[\s(\[<"'`])(?:https?://)?(?:www\.)?(?:github\.com/)?(?P<owner>[A-Za-z0-9-]*[A-Za-z-][A-Za-z0-9-]*)/(?P<repo>[A-Za-z0-9_.-]*?[A-Za-z0-9_-])(?:\.git)?/?(?:'s)?(?:[.,;:!?)\]>"'`]*(?:\s|$))"#;
 /// Words that ask for what the task reports.
-const FACTS: &str = r"(?:stars?|stargazers?|starred|star\s+count|contributors?|contributions|committers|forks?|forked|watchers|open\s+issues|popular(?:ity)?|info|information|details|stats|statistics|metadata)";
+const FACTS: &str = r"(?:stars?|stargazers?|starred|star\s+count|contribut\w*|committers|forks?|forked|watchers|open\s+issues|popular(?:ity)?|info|information|details|stats|statistics|metadata)";
 
 /// The catalog patterns of `github.repo_info`: a repository with words asking for its facts
 /// (certain), a request that is only a repository (certain), a repository with the word repo,

@@ -66,7 +66,7 @@ impl Task for TextTransform {
 /// Polite openings before a command.
 const POLITE: &str = r"(?:(?:please|pls|kindly|can you|could you|would you|will you|i want you to|i need you to|i'd like you to|help me|now|ok|okay)[\s,]+)*";
 /// Verbs that ask for a text to be rewritten.
-const VERB: &str = r"(?:make|convert|turn|change|transform|put|render|write|set|format|rewrite|spell|print|type|return|output|show(?:\s+me)?|give\s+me)";
+const VERB: &str = r"(?:make|convert|turn|change|transform|put|render|write|set|format|rewrite|spell|print|type|return|output|flip|show(?:\s+me)?|give\s+me)";
 /// Words that name the text ("the word", "this sentence", "it").
 const NOUN: &str = r"(?:(?:(?:the|this|that|my)\s+)?(?:(?:following|given)\s+)?(?:letters?|words?|text|string|phrase|sentence|name|title|characters?|line)|this|that|these|it|the\s+following)";
 /// The text itself, lazily, inside optional quotes.
