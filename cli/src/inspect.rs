@@ -80,6 +80,9 @@ pub(crate) async fn catalog(fleet: &Fleet, json: bool) -> i32 {
                 ""
             }
         );
+        if spec.requires_approval {
+            println!("  requires approval: each request waits for `fleet approve ID`");
+        }
         println!("  {}", spec.description);
         println!(
             "  input:  {}",

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use fleet_common::patterns::Pattern;
+
 use super::Task;
 use crate::error::TaskError;
 
@@ -54,6 +56,14 @@ impl Task for NoteAppend {
         "Append 'call the vendor' to my todo note",
     ];
     const REQUIRES_APPROVAL: bool = true;
+
+    /// "Add 'deploy finished' to the standup note": routed without an LLM, and parked for
+    /// approval all the same (approval is the catalog's policy, not the router's).
+    fn patterns() -> Vec<Pattern> {
+        vec![Pattern::new(
+            r#"(?i)^(?:please\s+)?(?:add|append|write)\s+['"](?P<text>[^'"]+)['"]\s+to\s+(?:the\s+|my\s+)?(?P<note>[A-Za-z0-9_-]{1,64})\s+note\.?$"#,
+        )]
+    }
 
     async fn run(&self, input: Input) -> Result<Value, TaskError> {
         let valid = !input.note.is_empty()
