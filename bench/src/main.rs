@@ -215,11 +215,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             .context("delay benchmark failed")?;
             println!("{}", report.table());
             println!("{}", serde_json::to_string(&report)?);
-            Ok(if report.early == 0 && report.completed == report.requests {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if report.early == 0 && report.completed == report.requests {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Command::Classify {
             requests,

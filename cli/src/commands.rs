@@ -9,9 +9,7 @@ use fleet_common::{
     topology::Fleet,
 };
 
-use crate::{
-    EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, control, dlq, eval, inspect, setup, stats, submit,
-};
+use crate::{EXIT_NO_NATS, EXIT_OK, EXIT_USAGE, control, dlq, eval, inspect, setup, stats, submit};
 
 /// Default time `--wait` and `watch` wait for a result.
 pub(crate) const DEFAULT_TIMEOUT: &str = "120s";

@@ -14,7 +14,12 @@ use crate::{EXIT_FAILED, EXIT_NO_NATS, EXIT_OK, output::print_result};
 #[derive(Debug, Args)]
 pub(crate) struct Operator {
     /// Your name, as the result or the status record will say who cancelled, approved or denied.
-    #[arg(long = "as", env = "USER", default_value = "an operator", hide_env = true)]
+    #[arg(
+        long = "as",
+        env = "USER",
+        default_value = "an operator",
+        hide_env = true
+    )]
     pub(crate) name: String,
 }
 

@@ -22,12 +22,8 @@ use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// The tasks built into the worker (`worker/src/tasks`), whose consumers `fleet setup` makes by
 /// default.
-pub(crate) const BUILTIN_TASKS: [&str; 4] = [
-    "github.repo_info",
-    "text.transform",
-    "chat",
-    "note.append",
-];
+pub(crate) const BUILTIN_TASKS: [&str; 4] =
+    ["github.repo_info", "text.transform", "chat", "note.append"];
 
 /// Default redelivery deadline of the consumers (the services' `FLEET_ACK_WAIT` default).
 const DEFAULT_ACK_WAIT: &str = "30s";

@@ -330,8 +330,7 @@ impl Dispatcher {
     /// (read from its status record; only asked once a request has failed often).
     async fn failed_deliveries(&self, msg: &Message, delivered: i64) -> i64 {
         let (_, generated, header_id) = identity(msg);
-        let id = match intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes)
-        {
+        let id = match intake::parse(&msg.payload, header_id, &generated, self.max_request_bytes) {
             Ok(incoming) => incoming.id,
             Err(rejection) => rejection.id,
         };

@@ -90,8 +90,13 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
     let file = notes.path().join("ops.md");
 
     // Approved: it runs once approved, and only then.
-    env.client.publish_json(&note("approve-me", "deployed")).await;
-    let waiting = env.client.wait_state("approve-me", "awaiting_approval").await;
+    env.client
+        .publish_json(&note("approve-me", "deployed"))
+        .await;
+    let waiting = env
+        .client
+        .wait_state("approve-me", "awaiting_approval")
+        .await;
     assert_eq!(waiting["task"], "note.append", "{waiting:#}");
     assert_eq!(waiting["input"]["text"], "deployed", "{waiting:#}");
     assert!(waiting["approvers"].is_string(), "{waiting:#}");
@@ -125,7 +130,10 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
     assert_eq!(out.code, Some(0), "{out}");
     let result = env.client.wait_result("deny-me", WAIT).await;
     let message = assert_outcome(&result, "rejected", Some("denied"));
-    assert!(message.contains("not today") && message.contains("bob"), "{message}");
+    assert!(
+        message.contains("not today") && message.contains("bob"),
+        "{message}"
+    );
     assert_eq!(result["attempts"], 0);
     env.client.wait_state("deny-me", "rejected").await;
     assert_eq!(
@@ -138,7 +146,9 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
     let mut late = note("expire-me", "too slow");
     late["deadline"] = json!("2s");
     env.client.publish_json(&late).await;
-    env.client.wait_state("expire-me", "awaiting_approval").await;
+    env.client
+        .wait_state("expire-me", "awaiting_approval")
+        .await;
     let result = env.client.wait_result("expire-me", WAIT).await;
     assert_outcome(&result, "expired", Some("deadline_exceeded"));
     assert_eq!(
@@ -188,11 +198,24 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
         .collect();
     assert_eq!(ids, ["list-2", "list-1"], "{listed:#}");
     let page = env
-        .cli(&["list", "--task", "note.append", "--limit", "2", "--page", "2", "--json"])
+        .cli(&[
+            "list",
+            "--task",
+            "note.append",
+            "--limit",
+            "2",
+            "--page",
+            "2",
+            "--json",
+        ])
         .await
         .json();
     assert_eq!(page["total"], 6, "{page:#}");
-    assert_eq!(page["requests"].as_array().map(Vec::len), Some(2), "{page:#}");
+    assert_eq!(
+        page["requests"].as_array().map(Vec::len),
+        Some(2),
+        "{page:#}"
+    );
     let text = env.cli(&["list", "--state", "rejected"]).await;
     assert!(
         text.stdout.contains("deny-me") && text.stdout.contains("sneaky"),

@@ -39,7 +39,10 @@ async fn delayed_request_is_scheduled_then_runs_at_its_time() {
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["output"]["text"], "LATER");
     assert!(waited >= Duration::from_secs(2), "ran early: {waited:?}");
-    assert!(waited < Duration::from_secs(2) + LATE, "ran late: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(2) + LATE,
+        "ran late: {waited:?}"
+    );
 
     // `not_before` as an RFC 3339 time, through the CLI's --delay as well.
     let at = time::OffsetDateTime::now_utc() + Duration::from_secs(2);

@@ -82,12 +82,7 @@ pub use python_worker::{PYTHON_TASK, PythonWorker};
 pub use watch::StatusWatch;
 
 /// The tasks every worker runs by default, as named in the SPEC.
-pub const BUILTIN_TASKS: [&str; 4] = [
-    "github.repo_info",
-    "text.transform",
-    "chat",
-    "note.append",
-];
+pub const BUILTIN_TASKS: [&str; 4] = ["github.repo_info", "text.transform", "chat", "note.append"];
 
 /// Generous default for waiting on an outcome (tests assert outcomes, not speed).
 pub const WAIT: Duration = Duration::from_secs(20);

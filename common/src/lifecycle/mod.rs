@@ -29,6 +29,7 @@
 //! - `control` - what a person does to a request: cancel, approve, deny, list.
 
 mod attempts;
+mod control;
 mod records;
 mod replay;
 mod requests;
@@ -36,9 +37,9 @@ pub mod rules;
 mod stats;
 pub mod timing;
 mod view;
-mod control;
 
 pub use attempts::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start};
+pub use control::{Approval, Cancellation, Denial, Listed};
 pub use records::DeadLetter;
 pub use replay::Replayed;
 pub use requests::{
@@ -46,5 +47,4 @@ pub use requests::{
     truncated,
 };
 pub use stats::TaskStats;
-pub use control::{Approval, Cancellation, Denial, Listed};
 pub use view::{Event, Follow, View};
