@@ -223,3 +223,35 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
     );
     assert!(!text.stdout.contains("approve-me"), "{text}");
 }
+
+/// Approval is the catalog's policy, not the router's: a request the LLM routes to a task that
+/// requires approval waits for it like any other, and the LLM's answer cannot change that.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llm_routed_request_still_waits_for_approval() {
+    let openai = fleet_tests::FakeOpenAi::start().await;
+    let notes = TempDir::new("notes").expect("temp dir");
+    let dir = notes.path().to_string_lossy().into_owned();
+    let env = TestEnv::start_with(|b| b.openai(&openai).env("FLEET_NOTES_DIR", &dir)).await;
+    openai.push(fleet_tests::Reply::route(
+        "note.append",
+        json!({"note": "release", "text": "ship it"}),
+    ));
+    env.client
+        .publish_json(
+            &json!({"id": "llm-note", "text": "Could you jot down ship it in the release note?"}),
+        )
+        .await;
+    let waiting = env.client.wait_state("llm-note", "awaiting_approval").await;
+    assert_eq!(waiting["task"], "note.append", "{waiting:#}");
+    assert_eq!(waiting["classified_by"], "llm", "{waiting:#}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.client.result("llm-note").await.is_none());
+    assert!(!notes.path().join("release.md").exists());
+    let out = env.cli(&["deny", "llm-note"]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_outcome(
+        &env.client.wait_result("llm-note", WAIT).await,
+        "rejected",
+        Some("denied"),
+    );
+}
