@@ -22,6 +22,7 @@
 //! - [`chaos`]: the chaos run (config, run, counting, report).
 //! - [`classify`]: dispatcher throughput with a scripted LLM that answers after a delay.
 //! - [`delays`]: how late delayed requests (`not_before`) start.
+//! - [`priority`]: how many queued requests start before a high one; low work's share.
 //! - [`relay`]: the bare JetStream relay and its variants.
 //! - [`load`]: the load generator (burst and fixed concurrency, latencies).
 //! - [`proc`]: the fleet's processes (slots with fixed metrics ports).
@@ -36,6 +37,7 @@ pub mod classify;
 pub mod delays;
 pub mod error;
 pub mod load;
+pub mod priority;
 pub mod proc;
 pub mod relay;
 

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleet_bench::{
     bench::BenchConfig, chaos::ChaosConfig, classify::ClassifyConfig, delays::DelaysConfig,
+    priority::PriorityConfig,
 };
 
 /// Benchmarks and chaos runs of the fleet on a nats-server of their own.
@@ -59,6 +60,23 @@ enum Command {
         spread: Duration,
         /// How long to wait for the last result after the last `not_before`.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Priority under a backlog: how many queued requests start before a high one behind
+    /// them (low and normal backlogs, a first-in-first-out control, the probe arriving
+    /// mid-drain), and low work's share under a high backlog.
+    Priority {
+        /// Requests queued ahead of the high one.
+        #[arg(long, default_value_t = 5000)]
+        backlog: usize,
+        /// Worker processes (default settings each).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// How long each task (github.repo_info against a fake GitHub) takes.
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        task_delay: Duration,
+        /// How long one round may take.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
     /// relay-min (the broker's best) against the fleet (dispatcher + 2 workers, default
@@ -222,6 +240,26 @@ async fn main() -> anyhow::Result<ExitCode> {
                     ExitCode::FAILURE
                 },
             )
+        }
+        Command::Priority {
+            backlog,
+            workers,
+            task_delay,
+            timeout,
+        } => {
+            let config = PriorityConfig {
+                bin_dir,
+                backlog,
+                workers,
+                task_delay,
+                timeout,
+            };
+            let rounds = fleet_bench::priority::run(&config)
+                .await
+                .context("priority benchmark failed")?;
+            println!("{}", fleet_bench::priority::table(&rounds, &config));
+            println!("{}", serde_json::to_string(&rounds)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Classify {
             requests,

@@ -1,6 +1,6 @@
-//! `fleet stats`: each task's queue as JetStream counts it.
+//! `fleet stats`: each task's queue as JetStream counts it, with the backlog per priority.
 
-use fleet_common::{lifecycle::TaskStats, topology::Fleet};
+use fleet_common::{lifecycle::TaskStats, priority::Priority, topology::Fleet};
 
 use crate::{EXIT_NO_NATS, EXIT_OK};
 
@@ -28,7 +28,8 @@ pub(crate) async fn stats(fleet: &Fleet, json: bool) -> i32 {
     EXIT_OK
 }
 
-/// The rows as a table, one line per task.
+/// The rows as a table, one line per task: the totals, then what waits at each priority
+/// (`high`, `normal`, `low`), then the fleet-wide limit (`-`: none).
 fn table(rows: &[TaskStats]) -> String {
     let width = rows
         .iter()
@@ -37,13 +38,24 @@ fn table(rows: &[TaskStats]) -> String {
         .max()
         .unwrap_or(4);
     let mut out = format!(
-        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
-        "task", "waiting", "running", "done", "dead", "workers"
+        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}\n",
+        "task", "waiting", "running", "done", "dead", "workers", "high", "normal", "low", "limit"
     );
     for r in rows {
+        let waiting = |p: Priority| r.priorities.get(&p).map_or(0, |b| b.waiting);
+        let limit = r.max_concurrency.map_or("-".to_owned(), |n| n.to_string());
         out.push_str(&format!(
-            "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
-            r.task, r.waiting, r.running, r.done, r.dead, r.workers
+            "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>5}\n",
+            r.task,
+            r.waiting,
+            r.running,
+            r.done,
+            r.dead,
+            r.workers,
+            waiting(Priority::High),
+            waiting(Priority::Normal),
+            waiting(Priority::Low),
+            limit
         ));
     }
     out
@@ -52,6 +64,7 @@ fn table(rows: &[TaskStats]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_common::lifecycle::Backlog;
 
     #[test]
     fn the_table_lines_up() {
@@ -65,6 +78,15 @@ mod tests {
             TaskStats {
                 task: "chat".into(),
                 workers: 2,
+                priorities: [(
+                    Priority::Low,
+                    Backlog {
+                        waiting: 5000,
+                        running: 1,
+                    },
+                )]
+                .into(),
+                max_concurrency: Some(2),
                 ..TaskStats::default()
             },
         ];
@@ -73,6 +95,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
         assert!(lines[1].starts_with("github.repo_info  "), "{text}");
-        assert!(lines[2].ends_with("       2"), "{text}");
+        assert!(lines[2].ends_with("      5000      2"), "{text}");
+        assert!(lines[1].ends_with("         0      -"), "{text}");
     }
 }

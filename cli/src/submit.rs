@@ -7,7 +7,7 @@ use clap::Args;
 use fleet_common::{
     config::parse_duration,
     lifecycle::{Event, Follow},
-    messages::{MSG_ID_HEADER, RequestBody, is_valid_id},
+    messages::{MSG_ID_HEADER, Priority, RequestBody, is_valid_id},
     telemetry,
     topology::Fleet,
 };
@@ -45,6 +45,10 @@ pub(crate) struct SubmitArgs {
     /// End it `expired` unless it has finished by this: a duration (`10m`) or an RFC 3339 time.
     #[arg(long, value_parser = parse_when)]
     deadline: Option<String>,
+    /// `high`, `normal` (the default) or `low`: a worker with tasks of several priorities
+    /// waiting takes the higher first.
+    #[arg(long)]
+    priority: Option<Priority>,
     /// Show the state as it changes, then the result.
     #[arg(long)]
     wait: bool,
@@ -83,6 +87,7 @@ pub(crate) async fn submit(fleet: &Fleet, args: SubmitArgs, traced: bool) -> i32
         task: args.task.clone(),
         delay: args.delay.clone(),
         deadline: args.deadline.clone(),
+        priority: args.priority.filter(|p| !p.is_normal()),
         ..Default::default()
     };
     if let Some(input) = &args.input {

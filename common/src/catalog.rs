@@ -54,6 +54,10 @@ pub struct TaskSpec {
     /// `FLEET_TASK_TIMEOUT` where absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// At most this many run at once across the whole fleet: the `max_ack_pending` of the
+    /// task's consumer, which the server holds across every worker replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 // === impl TaskSpec ===
@@ -410,6 +414,7 @@ mod tests {
             timeout: None,
             explicit_only: false,
             requires_approval: false,
+            max_concurrency: None,
         }
     }
 

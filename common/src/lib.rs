@@ -14,6 +14,7 @@
 //! - [`messages`] - requests, task messages, results, status records and error kinds.
 //! - [`catalog`] - task specifications, schema validation and the `fleet-catalog` bucket.
 //! - [`patterns`] - routing patterns, the catalog's phrasings that certainly mean a task.
+//! - [`priority`] - a request's priority and where each priority's tasks wait.
 //! - [`lifecycle`] - the request's life: its states, its one result, its dead letters.
 //! - [`pull`] - a bounded pull loop over a durable consumer, shared by dispatcher and workers.
 //! - [`llm`] - the OpenAI-compatible client (OpenAI, Azure OpenAI, local servers).
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod llm;
 pub mod messages;
 pub mod patterns;
+pub mod priority;
 pub mod pull;
 pub mod shutdown;
 pub mod telemetry;

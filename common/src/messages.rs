@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+pub use crate::priority::Priority;
+
 /// The longest request id a caller may give.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -201,6 +203,9 @@ pub struct RequestBody {
     /// Carried to the result untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, Value>>,
+    /// `high`, `normal` (the default) or `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
     /// Run it no sooner than this long after receipt (`30s`) or this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<String>,
@@ -242,6 +247,10 @@ pub struct TaskMessage {
     /// without running it, and cancels a run still going at that moment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// The priority it waits at: its subject is `<prefix>.tasks.<task>` for `normal` (the
+    /// default, left out), `<prefix>.tasks-high.<task>` or `<prefix>.tasks-low.<task>`.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 /// A request's final outcome.
@@ -521,6 +530,9 @@ pub struct StatusRecord {
     /// (waiting for its time or for approval): they are not failed deliveries.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub parked: u32,
+    /// The priority its task waits at, when not `normal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
     /// When the request was received.
     pub created_at: String,
     /// When this record was last written.
@@ -553,6 +565,7 @@ impl StatusRecord {
             approvers: None,
             approved_by: None,
             parked: 0,
+            priority: None,
             created_at: now.clone(),
             updated_at: now,
         }
@@ -567,6 +580,7 @@ impl StatusRecord {
         rec.llm = task.llm.clone();
         rec.routing = task.routing.clone();
         rec.deadline = task.deadline.clone();
+        rec.priority = Some(task.priority).filter(|p| !p.is_normal());
         if let Some(at) = &task.received_at {
             rec.created_at = at.clone();
         }
@@ -640,6 +654,7 @@ mod tests {
             llm: None,
             routing: None,
             deadline: None,
+            priority: Priority::Normal,
         };
         let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);
         r.output = Some(serde_json::json!({"text": "X"}));

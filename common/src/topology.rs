@@ -16,6 +16,7 @@ use async_nats::jetstream::{
 use crate::{
     Error,
     config::{ManageArgs, NatsArgs},
+    priority::Priority,
 };
 
 /// The JetStream duplicate window used for `Nats-Msg-Id` deduplication of requests and tasks.
@@ -72,6 +73,42 @@ impl Topology {
     /// `<prefix>.tasks.<task>`: where the dispatcher publishes a task.
     pub fn task_subject(&self, task: &str) -> String {
         format!("{}.tasks.{task}", self.prefix)
+    }
+
+    /// Where `task`'s tasks of `priority` wait: `<prefix>.tasks.<task>` for normal (the plain
+    /// subject of the wire contract), `<prefix>.tasks-high.<task>` and
+    /// `<prefix>.tasks-low.<task>` for the others. The priority is a token of its own before
+    /// the task's name, so no task name (they contain dots) can be read two ways.
+    pub fn task_subject_at(&self, task: &str, priority: Priority) -> String {
+        match priority {
+            Priority::Normal => self.task_subject(task),
+            other => format!("{}.tasks-{other}.{task}", self.prefix),
+        }
+    }
+
+    /// The subjects the tasks stream holds: `<prefix>.tasks-high.>`, `<prefix>.tasks.>`,
+    /// `<prefix>.tasks-low.>`.
+    pub fn task_wildcards(&self) -> Vec<String> {
+        Priority::ALL
+            .into_iter()
+            .map(|p| self.task_subject_at(">", p))
+            .collect()
+    }
+
+    /// The task and priority of a subject of [`Self::task_subject_at`], or `None` for a
+    /// subject that is not a task's.
+    pub fn task_of_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, Priority)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
+        let (head, task) = rest.split_once('.')?;
+        let priority = match head {
+            "tasks" => Priority::Normal,
+            "tasks-high" => Priority::High,
+            "tasks-low" => Priority::Low,
+            _ => return None,
+        };
+        (!task.is_empty()).then_some((task, priority))
     }
 
     /// `<prefix>.results.<id>`: the one final result of a request.
@@ -146,6 +183,16 @@ impl Topology {
         format!("worker-{}", task.replace('.', "_"))
     }
 
+    /// The durable consumer of `task`'s tasks of `priority`: [`Self::worker_consumer`] for
+    /// normal, `high-worker-<task>` and `low-worker-<task>` for the others (no task's own
+    /// consumer starts with them).
+    pub fn worker_consumer_at(&self, task: &str, priority: Priority) -> String {
+        match priority {
+            Priority::Normal => self.worker_consumer(task),
+            other => format!("{other}-{}", self.worker_consumer(task)),
+        }
+    }
+
     /// The settings of [`Self::dispatcher_consumer`] on the requests stream, the same whether a
     /// dispatcher or `fleet setup` creates it.
     pub fn dispatcher_consumer_config(&self, ack_wait: Duration) -> pull::Config {
@@ -166,15 +213,39 @@ impl Topology {
     /// The settings of [`Self::worker_consumer`] of `task` on the tasks stream, the same
     /// whether a worker or `fleet setup` creates it.
     pub fn worker_consumer_config(&self, task: &str, ack_wait: Duration) -> pull::Config {
+        self.lane_consumer_config(task, Priority::Normal, ack_wait, None)
+    }
+
+    /// The settings of [`Self::worker_consumer_at`] of `task` and `priority`, the same whether
+    /// a worker or `fleet setup` creates it.
+    ///
+    /// `max_concurrency` (the catalog's) becomes the consumer's `max_ack_pending`: the server
+    /// then hands out at most that many of its messages at once across every worker replica,
+    /// which is the fleet-wide limit. The dispatcher puts every task of a limited task on its
+    /// normal subject (see `Fleet::publish_task`), so that one consumer holds the limit in
+    /// total; the high and low consumers get the same cap only to bound what was queued there
+    /// before the limit was set.
+    pub fn lane_consumer_config(
+        &self,
+        task: &str,
+        priority: Priority,
+        ack_wait: Duration,
+        max_concurrency: Option<u32>,
+    ) -> pull::Config {
         pull::Config {
-            durable_name: Some(self.worker_consumer(task)),
-            description: Some(format!("shared by every worker running {task}")),
-            filter_subject: self.task_subject(task),
+            durable_name: Some(self.worker_consumer_at(task, priority)),
+            description: Some(match priority {
+                Priority::Normal => format!("shared by every worker running {task}"),
+                other => format!("shared by every worker running {task}, {other} priority"),
+            }),
+            filter_subject: self.task_subject_at(task, priority),
             ack_policy: AckPolicy::Explicit,
             ack_wait,
             // The worker counts attempts itself (in the status record) and moves the last one
             // to the DLQ, so the server must keep redelivering.
             max_deliver: -1,
+            // Unset (0): the server's default (1000 pending per consumer).
+            max_ack_pending: max_concurrency.map_or(0, |n| i64::from(n.max(1))),
             ..Default::default()
         }
     }
@@ -244,7 +315,7 @@ impl Fleet {
             stream::Config {
                 name: topology.tasks_stream(),
                 description: Some("fleet tasks, one durable consumer per task".into()),
-                subjects: vec![format!("{}.tasks.>", topology.prefix())],
+                subjects: topology.task_wildcards(),
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window: dup,
                 max_bytes: WORK_STREAM_MAX_BYTES,
@@ -405,8 +476,21 @@ impl Fleet {
         }
         let t = &self.topology;
         let mut wanted = vec![(t.requests_stream(), t.dispatcher_consumer_config(ack_wait))];
+        // A task's `max_concurrency` is its catalog entry's, when a worker has published one.
+        let limits: std::collections::BTreeMap<String, Option<u32>> = self
+            .read_catalog()
+            .await?
+            .into_iter()
+            .map(|spec| (spec.name, spec.max_concurrency))
+            .collect();
         for task in tasks {
-            wanted.push((t.tasks_stream(), t.worker_consumer_config(task, ack_wait)));
+            let limit = limits.get(task).copied().flatten();
+            for priority in Priority::ALL {
+                wanted.push((
+                    t.tasks_stream(),
+                    t.lane_consumer_config(task, priority, ack_wait, limit),
+                ));
+            }
         }
         let mut made = Vec::new();
         for (stream, config) in wanted {
@@ -483,6 +567,9 @@ impl Fleet {
                     info.config.filter_subject, config.filter_subject
                 ),
             ));
+        }
+        if info.config.max_ack_pending != config.max_ack_pending && config.max_ack_pending > 0 {
+            tracing::warn!(consumer = %name, theirs = info.config.max_ack_pending, ours = config.max_ack_pending, "the consumer's max_ack_pending is not the catalog's max_concurrency; run `fleet setup` again after the workers have published the catalog");
         }
         if info.config.ack_wait != config.ack_wait {
             tracing::warn!(consumer = %name, theirs = ?info.config.ack_wait, ours = ?config.ack_wait, "the consumer's ack wait is not FLEET_ACK_WAIT; run `fleet setup` with the same FLEET_ACK_WAIT");
@@ -668,6 +755,46 @@ mod tests {
         let d = t.dispatcher_consumer_config(Duration::from_secs(2));
         assert_eq!(d.durable_name.as_deref(), Some("dispatcher"));
         assert_eq!(d.ack_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn each_priority_has_its_own_subject_and_consumer() {
+        let t = Topology::new("fleet");
+        assert_eq!(
+            t.task_subject_at("text.transform", Priority::Normal),
+            "fleet.tasks.text.transform"
+        );
+        assert_eq!(
+            t.task_subject_at("text.transform", Priority::High),
+            "fleet.tasks-high.text.transform"
+        );
+        assert_eq!(
+            t.task_wildcards(),
+            ["fleet.tasks-high.>", "fleet.tasks.>", "fleet.tasks-low.>"]
+        );
+        for p in Priority::ALL {
+            for task in ["chat", "github.repo_info", "high.low", "tasks-high.x"] {
+                let subject = t.task_subject_at(task, p);
+                assert_eq!(t.task_of_subject(&subject), Some((task, p)), "{subject}");
+            }
+        }
+        assert_eq!(t.task_of_subject("fleet.results.x"), None);
+        assert_eq!(t.task_of_subject("fleet.tasks."), None);
+        assert_eq!(t.task_of_subject("other.tasks.chat"), None);
+        assert_eq!(t.task_of_subject("fleetx.tasks.chat"), None);
+        assert_eq!(
+            t.worker_consumer_at("github.repo_info", Priority::Low),
+            "low-worker-github_repo_info"
+        );
+        let c = t.lane_consumer_config("chat", Priority::High, Duration::from_secs(30), Some(2));
+        assert_eq!(c.durable_name.as_deref(), Some("high-worker-chat"));
+        assert_eq!(c.filter_subject, "fleet.tasks-high.chat");
+        assert_eq!(c.max_ack_pending, 2);
+        assert_eq!(
+            t.worker_consumer_config("chat", Duration::from_secs(30))
+                .max_ack_pending,
+            0
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use fleet_common::{
     lifecycle::timing::When,
-    messages::{ErrorInfo, ErrorKind, RequestBody, is_valid_id},
+    messages::{ErrorInfo, ErrorKind, Priority, RequestBody, is_valid_id},
 };
 use serde_json::{Map, Value};
 
@@ -22,6 +22,8 @@ pub struct Incoming {
     pub not_before: Vec<When>,
     /// Expired after this (`deadline`).
     pub deadline: Option<When>,
+    /// `high`, `normal` or `low`.
+    pub priority: Priority,
 }
 
 /// What the caller asked for.
@@ -119,6 +121,7 @@ pub fn parse(
                 metadata: None,
                 not_before: Vec::new(),
                 deadline: None,
+                priority: Priority::Normal,
             }),
         };
     }
@@ -138,25 +141,30 @@ pub fn parse(
             true,
         ));
     }
-    // SPEC's priority is not implemented by this version: a request that asks for it is told
-    // so, rather than run in arrival order as if it were honoured.
-    let unsupported: Vec<&str> = value
-        .get("priority")
-        .filter(|p| !p.is_null() && p.as_str() != Some("normal"))
-        .map(|_| "priority")
-        .into_iter()
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(reject(
-            header_id.or(value.get("id").and_then(Value::as_str)),
+    // `priority` is read here, so that a value that is not one gets a sentence of its own.
+    let given = value.get("priority").filter(|p| !p.is_null());
+    if let Some(p) = given
+        && p.as_str().and_then(Priority::parse).is_none()
+    {
+        let shown: String = p.to_string().chars().take(40).collect();
+        let id = header_id.or(value.get("id").and_then(Value::as_str));
+        let mut rejection = reject(
+            id,
             ErrorKind::BadRequest,
-            format!(
-                "this fleet does not support {} yet; send the request without {}",
-                unsupported.join(", "),
-                if unsupported.len() == 1 { "it" } else { "them" }
-            ),
+            format!("`priority` is {shown}; use \"high\", \"normal\" (the default) or \"low\""),
             false,
-        ));
+        );
+        rejection.metadata = value.get("metadata").and_then(Value::as_object).cloned();
+        return Err(rejection);
+    }
+    let priority = given
+        .and_then(Value::as_str)
+        .and_then(Priority::parse)
+        .unwrap_or_default();
+    let mut value = value;
+    if let Some(object) = value.as_object_mut() {
+        // Read already (in any case); the body's own field is not needed again.
+        object.remove("priority");
     }
     let body: RequestBody = serde_json::from_value(value).map_err(|e| {
         reject(
@@ -202,6 +210,7 @@ pub fn parse(
             metadata,
             not_before,
             deadline,
+            priority,
         }),
         (None, Some(text)) if !text.trim().is_empty() => Ok(Incoming {
             id,
@@ -209,6 +218,7 @@ pub fn parse(
             metadata,
             not_before,
             deadline,
+            priority,
         }),
         _ => Err(Rejection {
             id,
@@ -354,15 +364,31 @@ mod tests {
     }
 
     #[test]
-    fn priority_not_implemented_is_refused_not_ignored() {
-        let refused = |body: &str| {
-            parse(body.as_bytes(), None, "gen", 4096)
-                .expect_err("refused")
-                .error
-                .message
-        };
-        assert!(refused(r#"{"text":"hi","deadline":"1m","priority":"high"}"#).contains("priority"));
-        let normal = parse(br#"{"text":"hi","priority":"normal"}"#, None, "gen", 4096);
-        assert!(normal.is_ok(), "{normal:?}");
+    fn priority_is_read_and_a_wrong_one_refused() {
+        assert_eq!(ok(br#"{"text":"hi"}"#, None).priority, Priority::Normal);
+        assert_eq!(
+            ok(br#"{"text":"hi","priority":"high"}"#, None).priority,
+            Priority::High
+        );
+        assert_eq!(
+            ok(br#"{"task":"t","input":{},"priority":"LOW"}"#, None).priority,
+            Priority::Low
+        );
+        assert_eq!(
+            ok(br#"{"text":"hi","priority":null}"#, None).priority,
+            Priority::Normal
+        );
+        assert_eq!(ok(b"plain text", None).priority, Priority::Normal);
+        for bad in [r#""urgent""#, "1", r#"["high"]"#] {
+            let body =
+                format!(r#"{{"id":"p1","text":"hi","priority":{bad},"metadata":{{"k":1}}}}"#);
+            let e = err(body.as_bytes(), None);
+            assert_eq!(e.error.kind, ErrorKind::BadRequest, "{bad}");
+            assert!(e.error.message.contains("priority"), "{e:?}");
+            assert!(e.error.message.contains("\"high\""), "{e:?}");
+            assert_eq!(e.id, "p1");
+            assert!(!e.unreadable);
+            assert!(e.metadata.is_some());
+        }
     }
 }

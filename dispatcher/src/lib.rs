@@ -510,7 +510,12 @@ impl Dispatcher {
             .get_or_create(&vec![("method", by_label(decision.by).to_owned())])
             .inc();
 
+        // A task with a fleet-wide limit waits on its one normal consumer, whatever was asked.
+        let limit = catalog
+            .get(&decision.task)
+            .and_then(|spec| spec.max_concurrency);
         let task = TaskMessage {
+            priority: fleet_common::priority::lane(incoming.priority, limit),
             request_id: id,
             task: decision.task,
             input: decision.input,

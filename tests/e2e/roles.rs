@@ -165,6 +165,10 @@ async fn the_fleet_runs_with_each_roles_own_credentials() {
     for task in BUILTIN_TASKS {
         let name = format!("worker-{}", task.replace('.', "_"));
         assert!(consumers.contains(&name.as_str()), "{name} in {made}");
+        for other in ["high", "low"] {
+            let lane = format!("{other}-{name}");
+            assert!(consumers.contains(&lane.as_str()), "{lane} in {made}");
+        }
     }
 
     let (mut worker, worker_port) = start_service(&nats, "worker", &dir);
@@ -204,6 +208,27 @@ async fn the_fleet_runs_with_each_roles_own_credentials() {
     let result: Value = submitted.json();
     assert_outcome(&result, "succeeded", None);
     assert_eq!(result["output"]["text"], "LEAST PRIVILEGE", "{result}");
+    // High priority work goes through fleet.tasks-high.<task> and its own consumer.
+    let high = fleet_as(
+        &nats,
+        "client-a",
+        &[
+            "submit",
+            "--task",
+            "text.transform",
+            "--input",
+            &input,
+            "--id",
+            "roles-2",
+            "--priority",
+            "high",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(high.code, Some(0), "{high}");
+    assert_outcome(&high.json(), "succeeded", None);
     let status = fleet_as(&nats, "client-b", &["status", "roles-1", "--json"]).await;
     assert_eq!(status.code, Some(0), "{status}");
     let catalog = fleet_as(&nats, "client-b", &["catalog", "--json"]).await;
@@ -246,6 +271,7 @@ async fn a_client_cannot_publish_tasks_write_the_catalog_or_read_other_replies()
     // Publishing a task behind the dispatcher's back, writing the catalog, managing streams.
     for subject in [
         "fleet.tasks.text.transform",
+        "fleet.tasks-high.text.transform",
         "$KV.fleet-catalog.text.transform",
         "$KV.fleet-catalog.x",
         "$JS.API.STREAM.PURGE.FLEET_DLQ",

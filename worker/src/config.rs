@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long, env = "FLEET_TASK_TIMEOUT", default_value = DEFAULT_TASK_TIMEOUT, value_parser = parse_duration)]
     pub task_timeout: Duration,
 
+    /// Fleet-wide limits that override the tasks' own catalog `max_concurrency`, as
+    /// `task=N` pairs, comma-separated (`github.repo_info=4`). Give every worker the same.
+    #[arg(long, env = "FLEET_TASK_MAX_CONCURRENCY", value_delimiter = ',', value_parser = parse_limit)]
+    pub task_max_concurrency: Vec<(String, u32)>,
+
     /// Timeout of one outbound HTTP call of a task.
     #[arg(long, env = "FLEET_HTTP_TIMEOUT", default_value = DEFAULT_HTTP_TIMEOUT, value_parser = parse_duration)]
     pub http_timeout: Duration,
@@ -100,9 +105,29 @@ pub struct Config {
     pub github_token: Option<SecretString>,
 }
 
+/// Reads one `task=N` pair of `FLEET_TASK_MAX_CONCURRENCY` (N at least 1).
+fn parse_limit(pair: &str) -> Result<(String, u32), String> {
+    let (task, n) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("`{pair}` is not `task=N`"))?;
+    match n.trim().parse::<u32>() {
+        Ok(n) if n > 0 && !task.trim().is_empty() => Ok((task.trim().to_owned(), n)),
+        _ => Err(format!("`{pair}` is not `task=N` with N at least 1")),
+    }
+}
+
 // === impl Config ===
 
 impl Config {
+    /// The fleet-wide limit `FLEET_TASK_MAX_CONCURRENCY` sets for `task`, if any.
+    pub fn max_concurrency_of(&self, task: &str) -> Option<u32> {
+        self.task_max_concurrency
+            .iter()
+            .rev()
+            .find(|(t, _)| t == task)
+            .map(|(_, n)| *n)
+    }
+
     /// Where `note.append` writes: the setting, or `fleet-notes` in the temporary directory.
     pub fn notes_dir(&self) -> std::path::PathBuf {
         self.notes_dir
@@ -120,5 +145,22 @@ impl Config {
                 .unwrap_or_else(|| "worker".into());
             format!("{host}-{}", std::process::id())
         })
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_task_equals_n() {
+        assert_eq!(
+            parse_limit("github.repo_info=4"),
+            Ok(("github.repo_info".into(), 4))
+        );
+        assert!(parse_limit("chat").is_err());
+        assert!(parse_limit("chat=0").is_err());
+        assert!(parse_limit("=3").is_err());
+        assert!(parse_limit("chat=many").is_err());
     }
 }

@@ -164,9 +164,11 @@ impl Handler {
 
         // The subject says which consumer delivered it, and so what may run: a body that
         // names another task is not run as either.
-        let subject_task = msg
-            .subject
-            .strip_prefix(self.fleet.topology().task_subject("").as_str())
+        let subject_task = self
+            .fleet
+            .topology()
+            .task_of_subject(&msg.subject)
+            .map(|(task, _)| task)
             .unwrap_or_default();
         if subject_task != task.task {
             let error = ErrorInfo::new(

@@ -1,8 +1,9 @@
 //! A fleet worker: runs tasks from JetStream and stores exactly one result per request.
 //!
-//! Each task has one durable pull consumer (`worker-<task>`) shared by every replica, so the
-//! replicas split the work. A worker runs at most `FLEET_CONCURRENCY` tasks at once across its
-//! consumers, sends in-progress acks while a task runs, NAKs retryable failures with an
+//! Each task has one durable pull consumer per priority (`worker-<task>` for normal,
+//! `high-worker-<task>`, `low-worker-<task>`) shared by every replica, so the replicas split the
+//! work. A worker runs at most `FLEET_CONCURRENCY` tasks at once across its consumers, gives a
+//! free slot to the highest priority waiting without starving the others ([`priority`]), sends in-progress acks while a task runs, NAKs retryable failures with an
 //! exponential, jittered delay, TERMs permanent ones, and moves exhausted tasks to the
 //! dead-letter queue. On SIGTERM it stops pulling, lets running tasks finish within
 //! `FLEET_DRAIN_GRACE`, gives back (NAK) what is still running, and exits.
@@ -12,6 +13,7 @@
 //! - [`config`] - settings.
 //! - [`tasks`] - the `Task` trait, the built-in tasks and their registry.
 //! - [`handler`] - one delivery: run, store the result, acknowledge.
+//! - [`priority`] - which waiting task gets the next free slot.
 //! - [`cancel`] - cancellation notices and the running tasks' signals.
 //! - [`retry`] - retry delays.
 //! - [`metrics`] - Prometheus metrics.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod priority;
 pub mod retry;
 pub mod tasks;
 
@@ -30,6 +33,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use async_nats::jetstream::consumer::PullConsumer;
 use fleet_common::{
     health::{self, Readiness},
+    priority::Priority,
     topology::Fleet,
 };
 use prometheus_client::registry::Registry as MetricsRegistry;
@@ -92,11 +96,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let Some(task) = registry.get(&name) else {
             continue;
         };
-        let consumer = bind_consumer(&fleet, &name, config.ack_wait).await?;
-        // Publish the catalog entry only once the consumer exists, so a routed task always has
+        let mut spec = task.spec();
+        if let Some(limit) = config.max_concurrency_of(&name) {
+            spec.max_concurrency = Some(limit);
+        }
+        // Created or updated: a changed `max_concurrency` changes the consumers' cap.
+        for priority in Priority::ALL {
+            let consumer = bind_lane(
+                &fleet,
+                &name,
+                priority,
+                config.ack_wait,
+                spec.max_concurrency,
+            )
+            .await?;
+            consumers.push((priority, consumer));
+        }
+        // Publish the catalog entry only once the consumers exist, so a routed task always has
         // somewhere to wait.
-        fleet.publish_task_spec(&task.spec()).await?;
-        consumers.push(consumer);
+        fleet.publish_task_spec(&spec).await?;
     }
     readiness.set_ready(true);
     tracing::info!(worker = %worker_id, tasks = ?registry.names(), concurrency = config.concurrency, "worker ready");
@@ -125,16 +143,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         finishing: tracker.clone(),
         cancels,
     });
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    // The worker's slots, given to the highest priority waiting (see `priority`); each
+    // priority's consumers pull under a lane of twice as many, so that its next message is
+    // already waiting when a slot frees.
+    let slots = config.concurrency.max(1);
+    let gate = priority::Gate::new(slots);
+    let lanes = Priority::ALL.map(|_| Arc::new(Semaphore::new(slots.saturating_mul(2))));
     let mut pulls = Vec::new();
-    for consumer in consumers {
+    for (priority, consumer) in consumers {
         let handler = handler.clone();
+        let gate = gate.clone();
+        let waiting_stop = stop.clone();
         pulls.push(tokio::spawn(fleet_common::pull::run(
             consumer,
-            permits.clone(),
+            lanes[priority.index()].clone(),
             tracker.clone(),
             stop.clone(),
-            move |msg| handler.clone().handle(msg),
+            move |msg| {
+                let handler = handler.clone();
+                let gate = gate.clone();
+                let stop = waiting_stop.clone();
+                async move {
+                    let Some(slot) = priority::slot_for(&gate, &msg, priority, &stop).await else {
+                        return;
+                    };
+                    handler.handle(msg).await;
+                    drop(slot);
+                }
+            },
         )));
     }
 
@@ -144,6 +180,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for pull in pulls {
         let _ = pull.await;
     }
+
     tracker.close();
     tracing::info!(in_flight = tracker.len(), grace = ?config.drain_grace, "draining");
     if tokio::time::timeout(config.drain_grace, tracker.wait())
@@ -170,10 +207,28 @@ pub async fn bind_consumer(
     task: &str,
     ack_wait: Duration,
 ) -> Result<PullConsumer, fleet_common::Error> {
+    bind_lane(fleet, task, Priority::Normal, ack_wait, None).await
+}
+
+/// Binds the durable pull consumer of `task`'s tasks of `priority`, creating it or updating
+/// its settings (its `max_ack_pending` is `max_concurrency`) when this worker may.
+///
+/// # Errors
+///
+/// [`fleet_common::Error::JetStream`] when it can be neither created nor found.
+pub async fn bind_lane(
+    fleet: &Fleet,
+    task: &str,
+    priority: Priority,
+    ack_wait: Duration,
+    max_concurrency: Option<u32>,
+) -> Result<PullConsumer, fleet_common::Error> {
     fleet
         .durable_pull(
             &fleet.topology().tasks_stream(),
-            fleet.topology().worker_consumer_config(task, ack_wait),
+            fleet
+                .topology()
+                .lane_consumer_config(task, priority, ack_wait, max_concurrency),
         )
         .await
 }

@@ -202,6 +202,7 @@ impl Fleet {
                 received_at: Some(approved.created_at.clone()),
                 llm: approved.llm.clone(),
                 routing: approved.routing.clone(),
+                priority: approved.priority.unwrap_or_default(),
                 deadline: approved.deadline.clone(),
             };
             self.publish_task(&message).await?;

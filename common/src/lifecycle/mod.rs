@@ -46,5 +46,5 @@ pub use requests::{
     Arrival, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, Receipt, Ticket, UNREADABLE_KEPT_BYTES,
     truncated,
 };
-pub use stats::TaskStats;
+pub use stats::{Backlog, TaskStats};
 pub use view::{Event, Follow, View};

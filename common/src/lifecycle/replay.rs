@@ -109,7 +109,10 @@ impl Fleet {
             .message_id(format!("{id}.replay{}", letter.stream_seq));
         let ack = self
             .js
-            .send_publish(self.topology.task_subject(&task.task), publish)
+            .send_publish(
+                self.topology.task_subject_at(&task.task, task.priority),
+                publish,
+            )
             .await
             .map_err(|e| Error::js("publish replayed task", e))?;
         ack.await.map_err(|e| Error::js("store replayed task", e))?;

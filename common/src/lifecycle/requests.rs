@@ -283,12 +283,16 @@ impl Fleet {
             r.trace_id = r.trace_id.clone().or_else(|| task.trace_id.clone());
             r.deadline = task.deadline.clone();
             r.approvers = Some(approvers.to_owned());
+            r.priority = Some(task.priority).filter(|p| !p.is_normal());
         })
         .await
     }
 
+    /// Publishes `task` on the subject of its priority (`Topology::task_subject_at`). A task
+    /// with a fleet-wide `max_concurrency` must come here as `normal` (the dispatcher sees to
+    /// it), so that one consumer holds its limit.
     pub(crate) async fn publish_task(&self, task: &TaskMessage) -> Result<(), Error> {
-        let subject = self.topology.task_subject(&task.task);
+        let subject = self.topology.task_subject_at(&task.task, task.priority);
         let span = telemetry::messaging_span("publish", &subject);
         span.record("messaging.message.id", task.request_id.as_str());
         async {

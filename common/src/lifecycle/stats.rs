@@ -3,15 +3,16 @@
 //!
 //! The counts are JetStream's own, read from one consumer info per task and two stream infos,
 //! so a look costs a few requests whatever the backlog: nothing is scanned. Each worker
-//! consumer (`worker-<task>`) is found on the tasks stream by its filter subject, so a task
-//! whose workers have all gone is still shown while its consumer or its messages are there.
+//! consumer (`worker-<task>`, and `high-`/`low-worker-<task>` for the other priorities) is
+//! found on the tasks stream by its filter subject, so a task whose workers have all gone is
+//! still shown while its consumer or its messages are there.
 
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::{Error, topology::Fleet};
+use crate::{Error, priority::Priority, topology::Fleet};
 
 /// One task's queue, as JetStream counts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -29,9 +30,23 @@ pub struct TaskStats {
     pub done: u64,
     /// Dead letters kept for the task (its subject in the dead-letter stream).
     pub dead: u64,
-    /// Pull requests the workers have waiting on the consumer (`num_waiting`): about one per
-    /// idle worker replica.
+    /// Pull requests the workers have waiting on the consumer (`num_waiting`, the most of
+    /// the task's priorities): about one per idle worker replica.
     pub workers: u64,
+    /// The backlog per priority (`high`, `normal`, `low`): each priority's own consumer.
+    pub priorities: BTreeMap<Priority, Backlog>,
+    /// The catalog's fleet-wide limit, when the task has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+/// One priority's share of a task's queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Not yet handed to a worker.
+    pub waiting: u64,
+    /// Handed to a worker and not yet settled.
+    pub running: u64,
 }
 
 // === impl Fleet ===
@@ -54,34 +69,35 @@ impl Fleet {
     pub async fn stats(&self) -> Result<Vec<TaskStats>, Error> {
         let mut rows: BTreeMap<String, TaskStats> = BTreeMap::new();
         for spec in self.read_catalog().await? {
-            row(&mut rows, &spec.name);
+            row(&mut rows, &spec.name).max_concurrency = spec.max_concurrency;
         }
 
         let tasks_stream = self.topology.tasks_stream();
-        let task_prefix = format!("{}.tasks.", self.topology.prefix());
         let op = format!("read stream {tasks_stream}");
         let stream = self
             .js
             .get_stream(&tasks_stream)
             .await
             .map_err(|e| Error::js(&op, e))?;
-        // Messages per task subject: waiting plus running, on a work-queue stream.
-        let mut on_subject: BTreeMap<String, u64> = BTreeMap::new();
+        // Messages per task subject: waiting plus running, on a work-queue stream (it holds
+        // only the tasks' subjects, of every priority).
+        let mut on_subject: BTreeMap<(String, Priority), u64> = BTreeMap::new();
         let mut subjects = stream
-            .info_with_subjects(format!("{task_prefix}>"))
+            .info_with_subjects(format!("{}.>", self.topology.prefix()))
             .await
             .map_err(|e| Error::js(&op, e))?;
         while let Some((subject, count)) =
             subjects.try_next().await.map_err(|e| Error::js(&op, e))?
         {
-            if let Some(task) = subject.strip_prefix(&task_prefix) {
-                on_subject.insert(task.to_owned(), count as u64);
+            if let Some((task, priority)) = self.topology.task_of_subject(&subject) {
+                on_subject.insert((task.to_owned(), priority), count as u64);
             }
         }
         let mut consumed = Vec::new();
         let mut consumers = stream.consumers();
         while let Some(info) = consumers.try_next().await.map_err(|e| Error::js(&op, e))? {
-            let Some(task) = info.config.filter_subject.strip_prefix(&task_prefix) else {
+            let Some((task, priority)) = self.topology.task_of_subject(&info.config.filter_subject)
+            else {
                 continue;
             };
             let t = row(&mut rows, task);
@@ -89,12 +105,17 @@ impl Fleet {
             t.waiting += info.num_pending;
             t.running += ack_pending;
             t.done += info.delivered.consumer_sequence.saturating_sub(ack_pending);
-            t.workers += info.num_waiting as u64;
-            consumed.push(task.to_owned());
+            t.workers = t.workers.max(info.num_waiting as u64);
+            let backlog = t.priorities.entry(priority).or_default();
+            backlog.waiting += info.num_pending;
+            backlog.running += ack_pending;
+            consumed.push((task.to_owned(), priority));
         }
-        for (task, count) in on_subject {
-            if !consumed.contains(&task) {
-                row(&mut rows, &task).waiting = count;
+        for ((task, priority), count) in on_subject {
+            if !consumed.contains(&(task.clone(), priority)) {
+                let t = row(&mut rows, &task);
+                t.waiting += count;
+                t.priorities.entry(priority).or_default().waiting += count;
             }
         }
 
@@ -166,6 +187,10 @@ impl Fleet {
 fn row<'a>(rows: &'a mut BTreeMap<String, TaskStats>, task: &str) -> &'a mut TaskStats {
     rows.entry(task.to_owned()).or_insert_with(|| TaskStats {
         task: task.to_owned(),
+        priorities: Priority::ALL
+            .into_iter()
+            .map(|p| (p, Backlog::default()))
+            .collect(),
         ..TaskStats::default()
     })
 }

@@ -128,6 +128,7 @@ impl Rig {
             received_at: Some(ticket.received_at().to_owned()),
             llm: None,
             routing: None,
+            priority: Default::default(),
             deadline: None,
         };
         self.fleet.queue(ticket, &task).await.expect("queue");

@@ -46,6 +46,9 @@ pub trait Task: Send + Sync + 'static {
     const TIMEOUT: Option<&'static str> = None;
     /// Whether a person approves each request before it runs (`fleet approve`).
     const REQUIRES_APPROVAL: bool = false;
+    /// At most this many run at once across the fleet (`FLEET_TASK_MAX_CONCURRENCY` overrides
+    /// it); `None`: no limit but each worker's `FLEET_CONCURRENCY`.
+    const MAX_CONCURRENCY: Option<u32> = None;
 
     /// Phrasings that certainly mean this task, with named groups that fill its input: the
     /// dispatcher routes with them without asking an LLM (see `fleet_common::patterns`).
@@ -78,6 +81,7 @@ impl<T: Task> DynTask for T {
             explicit_only: T::EXPLICIT_ONLY,
             timeout: T::TIMEOUT.map(str::to_owned),
             requires_approval: T::REQUIRES_APPROVAL,
+            max_concurrency: T::MAX_CONCURRENCY,
         }
     }
 
