@@ -476,8 +476,9 @@ def check_scaled_object(sid: str, so: dict, ns: str, prefix: str, tasks: set[str
     if fb and not lo <= fb.get("replicas", lo) <= hi:
         rep.error(sid, f"fallback.replicas {fb.get('replicas')} outside [{lo}, {hi}]")
     want_stream = stream_name(prefix, "TASKS")
-    # One trigger per task of the Deployment it scales.
-    want_consumers = {consumer_name(t) for t in tasks}
+    # One trigger per task and priority (worker-, high-worker-, low-worker-<task>) of the
+    # Deployment it scales.
+    want_consumers = {lane + consumer_name(t) for t in tasks for lane in ("", "high-", "low-")}
     seen = set()
     names = set()
     for i, t in enumerate(spec.get("triggers") or []):

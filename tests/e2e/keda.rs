@@ -4,8 +4,9 @@
 //! backlog, so the replicas it asks for follow `lagThreshold`.
 //!
 //! A nats-server with its monitoring port (`-m`) runs a fleet whose only worker is then
-//! killed; explicit requests leave a backlog on two task consumers (a known number above a
-//! multiple of each trigger's threshold) and none on the third. The test then reads `/jsz`
+//! killed; explicit requests leave a backlog on three task consumers (the two normal ones and
+//! one high: a known number above a multiple of each trigger's threshold) and none on the
+//! others. The test then reads `/jsz`
 //! exactly as the scaler does (KEDA `pkg/scalers/nats_jetstream_scaler.go`): the URL
 //! `/jsz?acc=<account>&config=true&consumers=true`, the account in `account_details` by name,
 //! the stream in its `stream_detail` by name, the consumer in `consumer_detail` by name, and
@@ -213,8 +214,13 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
     // fleet-worker runs github.repo_info and text.transform; chat has a Deployment of its own.
     let so = read("scaledobject.yaml");
     let chat = read("scaledobject-chat.yaml");
-    assert_eq!(so.triggers.len(), 2, "one trigger per task: {so:?}");
-    assert_eq!(chat.triggers.len(), 1, "one trigger per task: {chat:?}");
+    // One trigger per task and priority (worker-, high-worker-, low-worker-<task>).
+    assert_eq!(
+        so.triggers.len(),
+        6,
+        "one trigger per task and priority: {so:?}"
+    );
+    assert_eq!(chat.triggers.len(), 3, "one trigger per priority: {chat:?}");
     let all_triggers: Vec<&Trigger> = so.triggers.iter().chain(&chat.triggers).collect();
 
     let monitor = free_port();
@@ -258,31 +264,54 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
         "the ScaledObject's consumers and the fleet's consumers on {stream} differ"
     );
 
-    // No worker consumes: a backlog of a known size on two of the three consumers, chosen
+    // No worker consumes: a backlog of a known size on three of the consumers, chosen
     // just above a multiple of each one's threshold.
     fleet.kill_worker("w1");
-    let task_of = |consumer: &str| -> (&'static str, Value) {
-        match consumer {
-            "worker-github_repo_info" => (
+    // The request that waits on `consumer` (`high-`/`low-` ones: that priority).
+    let task_of = |consumer: &str| -> (&'static str, Value, &'static str) {
+        let (priority, base) = match consumer.split_once("-worker-") {
+            Some((lane, task)) => (if lane == "high" { "high" } else { "low" }, task),
+            None => ("normal", consumer.trim_start_matches("worker-")),
+        };
+        match base {
+            "github_repo_info" => (
                 "github.repo_info",
                 json!({"owner": "octo-org", "repo": "octo-repo"}),
+                priority,
             ),
-            "worker-text_transform" => ("text.transform", json!({"text": "k", "op": "upper"})),
+            "text_transform" => (
+                "text.transform",
+                json!({"text": "k", "op": "upper"}),
+                priority,
+            ),
             other => panic!("no request for consumer {other} in this test"),
         }
+    };
+    // A backlog on the normal consumers and on the high one of github.repo_info; the other
+    // triggers must read 0.
+    let loaded = |t: &Trigger| {
+        matches!(
+            t.consumer.as_str(),
+            "worker-github_repo_info" | "worker-text_transform" | "high-worker-github_repo_info"
+        )
     };
     let mut backlog: Vec<u64> = vec![0; so.triggers.len()];
     let mut n = 0;
     for (i, trigger) in so.triggers.iter().enumerate() {
-        if trigger.consumer == "worker-chat" {
+        if !loaded(trigger) {
             continue;
         }
         backlog[i] = (i as u64 + 2) * trigger.lag_threshold + 1;
-        let (task, input) = task_of(&trigger.consumer);
+        let (task, input, priority) = task_of(&trigger.consumer);
         for _ in 0..backlog[i] {
             n += 1;
             client
-                .publish_json(&json!({"id": format!("keda-{n}"), "task": task, "input": input}))
+                .publish_json(&json!({
+                    "id": format!("keda-{n}"),
+                    "task": task,
+                    "input": input,
+                    "priority": priority,
+                }))
                 .await;
         }
     }
@@ -328,7 +357,7 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
     }
     let expected = (2..)
         .zip(&so.triggers)
-        .filter(|(_, t)| t.consumer != "worker-chat")
+        .filter(|(_, t)| loaded(t))
         .map(|(k, _)| k + 1)
         .max()
         .unwrap_or(0)
