@@ -280,6 +280,12 @@ struct Report {
     reached_llm: usize,
     /// Routing latency of each result that recorded one, sorted.
     latencies: Vec<u64>,
+    /// Routing latency of the requests that reached the LLM, sorted.
+    llm_latencies: Vec<u64>,
+    /// Requests the LLM routed (its answer used).
+    llm_routed: usize,
+    /// Of those, the ones recorded grounded whose task ran or failed in it (never rejected).
+    llm_valid_grounded: usize,
     /// What went wrong.
     misses: Vec<Value>,
 }
@@ -317,8 +323,16 @@ impl Report {
             if let Some(routing) = result.and_then(|res| res.routing.as_ref()) {
                 if routing.llm_calls > 0 || routing.cache_hit {
                     r.reached_llm += 1;
+                    r.llm_latencies.push(routing.latency_ms);
                 }
                 r.latencies.push(routing.latency_ms);
+            }
+            if let Some(res) = result.filter(|res| res.classified_by == Some(ClassifiedBy::Llm)) {
+                r.llm_routed += 1;
+                let grounded = res.routing.as_ref().and_then(|x| x.grounded) == Some(true);
+                if grounded && res.status != fleet_common::messages::Outcome::Rejected {
+                    r.llm_valid_grounded += 1;
+                }
             }
             if !correct {
                 r.misses.push(json!({
@@ -334,6 +348,7 @@ impl Report {
             }
         }
         r.latencies.sort_unstable();
+        r.llm_latencies.sort_unstable();
         r
     }
 
@@ -360,6 +375,9 @@ impl Report {
             "reached_llm": self.reached_llm,
             "reached_llm_share": pct(self.reached_llm, self.all.total),
             "latency_ms": {"p50": quantile(&self.latencies, 0.5), "p95": quantile(&self.latencies, 0.95)},
+            "llm_latency_ms": {"p50": quantile(&self.llm_latencies, 0.5), "p95": quantile(&self.llm_latencies, 0.95)},
+            "llm_routed": self.llm_routed,
+            "llm_routed_valid_grounded": self.llm_valid_grounded,
             "misses": self.misses,
         })
     }
@@ -411,13 +429,18 @@ impl Report {
             }
             out.push('\n');
         }
+        let ms = |v: &[u64], q: f64| quantile(v, q).map_or("-".into(), |v| v.to_string());
         out.push_str(&format!(
-            "\nreached the LLM: {} of {} ({:.1}%)\nrouting latency: p50 {} ms, p95 {} ms\n",
+            "\nreached the LLM: {} of {} ({:.1}%)\nrouting latency: p50 {} ms, p95 {} ms (of those that reached the LLM: p50 {} ms, p95 {} ms)\nrouted by the LLM: {}, of which catalog-valid and grounded: {}\n",
             self.reached_llm,
             self.all.total,
             pct(self.reached_llm, self.all.total),
-            quantile(&self.latencies, 0.5).map_or("-".into(), |v| v.to_string()),
-            quantile(&self.latencies, 0.95).map_or("-".into(), |v| v.to_string()),
+            ms(&self.latencies, 0.5),
+            ms(&self.latencies, 0.95),
+            ms(&self.llm_latencies, 0.5),
+            ms(&self.llm_latencies, 0.95),
+            self.llm_routed,
+            self.llm_valid_grounded,
         ));
         if show_misses {
             for m in &self.misses {

@@ -205,7 +205,7 @@ async fn ungrounded_or_cut_answers_are_not_run() {
     assert_eq!(result["routing"]["llm_calls"], 2, "{result:#}");
     let calls = openai.routing_calls_for(text);
     assert_eq!(calls.len(), 2, "one call and one corrective retry");
-    assert_corrective_retry(&calls[1], &bad, "is not in the request");
+    assert_corrective_retry(&calls[1], &bad, "not the whole request");
 
     // Ungrounded twice: never run as that task; the patterns' best guess (a hint) routes.
     let text = "I'd like `q` in uppercase";

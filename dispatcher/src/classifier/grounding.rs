@@ -7,6 +7,12 @@
 //! argument `https://github.com/owner/repo` is found in a request that says `owner/repo`).
 //! Strings the schema restricts to a list of values (`op: upper`) are the model's choice from
 //! that list, not a copy of the words, and are not checked.
+//!
+//! The fallback task (`chat`) passes the request on as it is: its strings must be the whole
+//! request ([`check_whole`]). A weak model that answers `chat` with a fragment ("Be quiet" for
+//! `Shout it: make "be quiet" uppercase`) has taken the fragment for an argument of another
+//! task; measured with SmolLM2-135M, such answers were wrong every time, and refusing them lets
+//! the patterns' best guess decide.
 
 use serde_json::Value;
 
@@ -22,6 +28,29 @@ pub fn check(input: &Value, input_schema: &Value, text: &str) -> Result<(), Stri
             "`{}` is not in the request; copy the input from the request's words",
             shorten(&s, 80)
         )),
+    }
+}
+
+/// Why a fallback task's input is not the request: its first string whose words are not the
+/// request's words, all of them, in order (case, quotes and punctuation aside).
+pub fn check_whole(input: &Value, text: &str) -> Result<(), String> {
+    let words = words(text);
+    match first_string(input, &|s| self::words(s) == words) {
+        None => Ok(()),
+        Some(s) => Err(format!(
+            "`{}` is not the whole request; copy the request unchanged",
+            shorten(&s, 80)
+        )),
+    }
+}
+
+/// The first string of `value` that fails `ok`.
+fn first_string(value: &Value, ok: &dyn Fn(&str) -> bool) -> Option<String> {
+    match value {
+        Value::String(s) => (!ok(s)).then(|| s.clone()),
+        Value::Array(items) => items.iter().find_map(|v| first_string(v, ok)),
+        Value::Object(map) => map.values().find_map(|v| first_string(v, ok)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }
 
@@ -220,6 +249,28 @@ mod tests {
             .is_ok()
         );
         assert!(check(&json!({"owner": "tokio", "repo": "axum"}), &s, text).is_err());
+    }
+
+    #[test]
+    fn the_fallback_task_takes_the_whole_request() {
+        let text = "Shout it: make \"be quiet\" uppercase";
+        assert!(check_whole(&json!({"prompt": text}), text).is_ok());
+        assert!(
+            check_whole(
+                &json!({"prompt": "shout it - make be quiet UPPERCASE!"}),
+                text
+            )
+            .is_ok()
+        );
+        let e = check_whole(&json!({"prompt": "Be quiet"}), text).expect_err("a fragment");
+        assert!(e.contains("not the whole request"), "{e}");
+        assert!(
+            check_whole(
+                &json!({"prompt": "Shout it: make be quiet uppercase now"}),
+                text
+            )
+            .is_err()
+        );
     }
 
     #[test]

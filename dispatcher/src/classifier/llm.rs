@@ -39,7 +39,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::{
-    Breaker, CacheSize, Classify, ClassifyError, Decision, DecisionCache, grounding,
+    Breaker, CacheSize, Classify, ClassifyError, Decision, DecisionCache, FALLBACK_TASK, grounding,
     prompt::{PROMPT_TEXT_MAX, RequestText, response_schema, system_prompt},
 };
 use crate::metrics::Metrics;
@@ -380,7 +380,12 @@ fn grounded(decision: Decision, catalog: &Catalog, text: &str) -> Answer {
     let Some(spec) = catalog.get(&decision.task) else {
         return Answer::Invalid(format!("`{}` is not a task", decision.task));
     };
-    match grounding::check(&decision.input, &spec.input_schema, text) {
+    let check = if decision.task == FALLBACK_TASK {
+        grounding::check_whole(&decision.input, text)
+    } else {
+        grounding::check(&decision.input, &spec.input_schema, text)
+    };
+    match check {
         Ok(()) => Answer::Valid(decision),
         Err(why) => Answer::Invalid(why),
     }
