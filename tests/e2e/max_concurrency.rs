@@ -4,7 +4,7 @@
 //!
 //! The limit comes from `FLEET_TASK_MAX_CONCURRENCY=github.repo_info=2` (the catalog entry
 //! says so); the fake GitHub delays each answer, and when each call reached it shows how many
-//! tasks ran at once.
+//! tasks ran at once. A worker started with another limit updates the consumers' cap.
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,53 @@ async fn max_concurrency_holds_across_two_workers() {
     // The limit is used, not only kept: two did run together.
     assert_eq!(most, 2, "never two at once (workers {workers:?})");
     eprintln!("max_concurrency: at most {most} at once; ran on {workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_limit_updates_the_consumers_of_every_priority() {
+    let mut env = TestEnv::start().await;
+    let cap = |consumer: &'static str| {
+        let js = env.client.jetstream().clone();
+        async move {
+            let stream = js.get_stream_no_info("FLEET_TASKS").await.ok()?;
+            let info = stream.consumer_info(consumer).await.ok()?;
+            Some(info.config.max_ack_pending)
+        }
+    };
+    let before = cap("worker-github_repo_info").await;
+    assert!(
+        before.is_some_and(|n| n != 3),
+        "no limit yet: the server's default ({before:?})"
+    );
+    // A worker with a new limit starts: it updates the consumers it finds (create or update)
+    // and the catalog entry.
+    env.fleet.kill_worker("w1");
+    env.fleet.start_worker_with(
+        "w2",
+        &[("FLEET_TASK_MAX_CONCURRENCY", "github.repo_info=3")],
+    );
+    let consumers = [
+        "worker-github_repo_info",
+        "high-worker-github_repo_info",
+        "low-worker-github_repo_info",
+    ];
+    let updated = fleet_tests::poll_until(WAIT, || {
+        let caps = futures::future::join_all(consumers.map(cap));
+        let entry = env.client.catalog_entry("github.repo_info");
+        async move {
+            let caps = caps.await;
+            let entry = entry.await?;
+            (caps.iter().all(|c| *c == Some(3)) && entry["max_concurrency"] == 3).then_some(caps)
+        }
+    })
+    .await;
+    assert!(
+        updated.is_some(),
+        "consumers' max_ack_pending: {:?}",
+        futures::future::join_all(consumers.map(cap)).await
+    );
+    // Other tasks keep no limit.
+    assert_ne!(cap("worker-text_transform").await, Some(3));
 }
 
 #[test]

@@ -73,6 +73,23 @@ impl Fleet {
         self.workers.insert(id.to_string(), proc);
     }
 
+    /// Starts a worker like [`Fleet::start_worker`], with `extra` settings of its own on top
+    /// of the fleet's (a worker configured unlike the others).
+    ///
+    /// # Panics
+    ///
+    /// As [`Fleet::start_worker`].
+    pub fn start_worker_with(&mut self, id: &str, extra: &[(&str, &str)]) {
+        assert!(
+            !self.workers.contains_key(id),
+            "worker {id} is already running"
+        );
+        let mut settings = vec![("FLEET_WORKER_ID", id)];
+        settings.extend_from_slice(extra);
+        let proc = self.spawn("worker", &format!("worker-{id}"), &settings);
+        self.workers.insert(id.to_string(), proc);
+    }
+
     /// The pid of worker `id`.
     ///
     /// # Panics
