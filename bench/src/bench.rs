@@ -73,6 +73,10 @@ pub struct ProcessFigures {
     pub idle_rss_kib: Option<u64>,
     /// Highest resident memory seen during the measurements, KiB.
     pub loaded_rss_kib: Option<u64>,
+    /// CPU time (user + system) the process used per request during the run at the fixed
+    /// concurrency, microseconds (`bench` is this process: the load client, and for a relay
+    /// its two stages).
+    pub cpu_us_per_request: Option<f64>,
 }
 
 /// One scenario's figures.
@@ -164,6 +168,14 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
             (
                 format!("the fleet's round trips one to one, its pull loop at {c}"),
                 Target::Relay(Variant::full(c)),
+            ),
+            (
+                "the fleet's round trips today (guard, task, result, final state), the fleet's pull loop at 64".to_owned(),
+                Target::Relay(Variant::lean(relay::PullStyle::Bounded, 64)),
+            ),
+            (
+                "the fleet's round trips today, relay-min's inline handlers at 64".to_owned(),
+                Target::Relay(Variant::lean(relay::PullStyle::Inline, 64)),
             ),
         ]);
     }
@@ -261,15 +273,15 @@ async fn relay_scenario(
     let client = client(&nats.url()).await?;
     let pids = vec![("nats-server".to_owned(), nats.pid().unwrap_or(0))];
     let idle = rss_of(&pids);
-    let (burst, concurrent, serial, loaded) = measure(config, &client, prefix, &pids).await?;
+    let m = measure(config, &client, prefix, &pids).await?;
     drop(relay);
     Ok(Scenario {
         name,
         about,
-        burst,
-        concurrent,
-        serial,
-        processes: figures(&pids, &BTreeMap::new(), &idle, &loaded),
+        processes: figures(&pids, &BTreeMap::new(), &idle, &m),
+        burst: m.burst,
+        concurrent: m.concurrent,
+        serial: m.serial,
     })
 }
 
@@ -298,15 +310,15 @@ async fn fleet_scenario(
     let idle = rss_of(&pids);
     let client = client(&nats.url()).await?;
     // The fleet's default prefix.
-    let (burst, concurrent, serial, loaded) = measure(config, &client, "fleet", &pids).await?;
+    let m = measure(config, &client, "fleet", &pids).await?;
     drop(fleet);
     Ok(Scenario {
         name: name.to_owned(),
         about,
-        burst,
-        concurrent,
-        serial,
-        processes: figures(&pids, &ready, &idle, &loaded),
+        processes: figures(&pids, &ready, &idle, &m),
+        burst: m.burst,
+        concurrent: m.concurrent,
+        serial: m.serial,
     })
 }
 
@@ -322,14 +334,17 @@ fn figures(
     pids: &[(String, u32)],
     ready: &BTreeMap<String, Duration>,
     idle: &BTreeMap<String, u64>,
-    loaded: &BTreeMap<String, u64>,
+    measured: &Measured,
 ) -> Vec<ProcessFigures> {
     pids.iter()
-        .map(|(n, _)| ProcessFigures {
-            process: n.clone(),
+        .map(|(n, _)| n.as_str())
+        .chain(std::iter::once("bench"))
+        .map(|n| ProcessFigures {
+            process: n.to_owned(),
             start_to_ready_ms: ready.get(n).map(|d| d.as_secs_f64() * 1000.0),
             idle_rss_kib: idle.get(n).copied(),
-            loaded_rss_kib: loaded.get(n).copied(),
+            loaded_rss_kib: measured.loaded.get(n).copied(),
+            cpu_us_per_request: measured.cpu.get(n).copied(),
         })
         .collect()
 }
@@ -341,7 +356,7 @@ async fn measure(
     client: &async_nats::Client,
     prefix: &str,
     procs: &[(String, u32)],
-) -> Result<(LoadResult, LoadResult, LoadResult, BTreeMap<String, u64>), Error> {
+) -> Result<Measured, Error> {
     let (n, t) = (config.requests, config.timeout);
     let c = Mode::Concurrent(config.concurrency);
     load::run(client, prefix, "warm", config.warmup, c, t).await?;
@@ -363,7 +378,17 @@ async fn measure(
     };
     let measured = async {
         let burst = load::run(client, prefix, "burst", n, Mode::Burst, t).await?;
+        let before = cpu_of(procs);
         let concurrent = load::run(client, prefix, "conc", n, c, t).await?;
+        let after = cpu_of(procs);
+        let cpu: BTreeMap<String, f64> = after
+            .iter()
+            .filter_map(|(name, end)| {
+                let start = before.get(name)?;
+                let us = end.saturating_sub(*start) as f64 * 1e6 / clock_ticks();
+                Some((name.clone(), us / concurrent.completed.max(1) as f64))
+            })
+            .collect();
         let serial = load::run(
             client,
             prefix,
@@ -373,13 +398,51 @@ async fn measure(
             t,
         )
         .await?;
-        Ok::<_, Error>((burst, concurrent, serial))
+        Ok::<_, Error>((burst, concurrent, serial, cpu))
     }
     .await;
     sampler.abort();
-    let (burst, concurrent, serial) = measured?;
+    let (burst, concurrent, serial, cpu) = measured?;
     let loaded = peaks.lock().map(|m| m.clone()).unwrap_or_default();
-    Ok((burst, concurrent, serial, loaded))
+    Ok(Measured {
+        burst,
+        concurrent,
+        serial,
+        loaded,
+        cpu,
+    })
+}
+
+/// What [`measure`] found.
+struct Measured {
+    burst: LoadResult,
+    concurrent: LoadResult,
+    serial: LoadResult,
+    /// Peak RSS per process, KiB.
+    loaded: BTreeMap<String, u64>,
+    /// CPU microseconds per request per process, at the fixed concurrency.
+    cpu: BTreeMap<String, f64>,
+}
+
+/// User + system CPU time of each process (and of this one, as `bench`), in clock ticks.
+fn cpu_of(pids: &[(String, u32)]) -> BTreeMap<String, u64> {
+    let ticks = |path: &str| -> Option<u64> {
+        let stat = std::fs::read_to_string(path).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    pids.iter()
+        .filter_map(|(n, pid)| Some((n.clone(), ticks(&format!("/proc/{pid}/stat"))?)))
+        .chain(ticks("/proc/self/stat").map(|t| ("bench".to_owned(), t)))
+        .collect()
+}
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
+fn clock_ticks() -> f64 {
+    100.0
 }
 
 /// The bench's own client connection.
@@ -440,21 +503,23 @@ impl BenchReport {
             ));
         }
         out.push_str(&format!(
-            "\n{:<22} {:<14} {:>14} {:>12} {:>14}\n",
-            "scenario", "process", "start→ready ms", "idle RSS MiB", "loaded RSS MiB"
+            "\n{:<22} {:<14} {:>14} {:>12} {:>14} {:>12}\n",
+            "scenario", "process", "start→ready ms", "idle RSS MiB", "loaded RSS MiB", "CPU µs/req"
         ));
         let mib =
             |k: Option<u64>| k.map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
         for s in &self.scenarios {
             for p in &s.processes {
                 out.push_str(&format!(
-                    "{:<22} {:<14} {:>14} {:>12} {:>14}\n",
+                    "{:<22} {:<14} {:>14} {:>12} {:>14} {:>12}\n",
                     s.name,
                     p.process,
                     p.start_to_ready_ms
                         .map_or("-".to_owned(), |t| format!("{t:.0}")),
                     mib(p.idle_rss_kib),
                     mib(p.loaded_rss_kib),
+                    p.cpu_us_per_request
+                        .map_or("-".to_owned(), |us| format!("{us:.0}")),
                 ));
             }
         }

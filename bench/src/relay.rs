@@ -72,6 +72,9 @@ pub struct Variant {
     pub name: String,
     /// The three status writes of each stage (KV create/update, put/put).
     pub status_writes: bool,
+    /// With `status_writes`: only the two the fleet makes today, the duplicate guard (KV
+    /// create `queued`) before the task and the final state (KV put) after the result.
+    pub lean_status: bool,
     /// `Nats-Msg-Id` on the task and expected-last-subject-sequence 0 on the result.
     pub headers: bool,
     /// Fleet-sized JSON bodies (task, result, status) serialized with serde_json; off: tiny
@@ -96,9 +99,31 @@ impl Variant {
         Self {
             name: "relay-full".into(),
             status_writes: true,
+            lean_status: false,
             headers: true,
             json: true,
             pull: PullStyle::Bounded,
+            concurrency,
+            batch: concurrency,
+            max_ack_pending: None,
+        }
+    }
+
+    /// The fleet's round trips as they are now (the duplicate guard, the task, the result, the
+    /// final state; fleet-sized JSON and headers), pulled `pull`-style at `concurrency`.
+    pub fn lean(pull: PullStyle, concurrency: usize) -> Self {
+        let style = match pull {
+            PullStyle::Bounded => "bounded",
+            PullStyle::Stream => "stream",
+            PullStyle::Inline => "inline",
+        };
+        Self {
+            name: format!("relay-fleet-{style}"),
+            status_writes: true,
+            lean_status: true,
+            headers: true,
+            json: true,
+            pull,
             concurrency,
             batch: concurrency,
             max_ack_pending: None,
@@ -111,6 +136,7 @@ impl Variant {
         Self {
             name: format!("rmin-bounded-c{concurrency}"),
             status_writes: false,
+            lean_status: false,
             headers: false,
             json: false,
             pull: PullStyle::Bounded,
@@ -157,6 +183,7 @@ impl Variant {
         Self {
             name: format!("rmin-{style}-c{concurrency}"),
             status_writes: false,
+            lean_status: false,
             headers: false,
             json: false,
             pull,
@@ -407,7 +434,14 @@ impl Stage {
         if v.status_writes {
             revision = match self
                 .status
-                .create(&id, self.status_body(&id, "received", v.json)?)
+                .create(
+                    &id,
+                    self.status_body(
+                        &id,
+                        if v.lean_status { "queued" } else { "received" },
+                        v.json,
+                    )?,
+                )
                 .await
             {
                 Ok(revision) => revision,
@@ -449,7 +483,7 @@ impl Stage {
             .map_err(|e| Error::nats("publish task", e))?
             .await
             .map_err(|e| Error::nats("store task", e))?;
-        if v.status_writes {
+        if v.status_writes && !v.lean_status {
             match self
                 .status
                 .update(&id, self.status_body(&id, "queued", v.json)?, revision)
@@ -479,7 +513,7 @@ impl Stage {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_uppercase();
-            if v.status_writes {
+            if v.status_writes && !v.lean_status {
                 self.status
                     .put(&id, self.status_body(&id, "running", true)?)
                     .await
