@@ -55,9 +55,14 @@ pub enum ClassifyError {
     /// The classifier cannot be reached (down, rate-limited, circuit open).
     #[error("classifier unavailable: {0}")]
     Unavailable(String),
-    /// The classifier answered, but not with a catalog task and schema-valid input.
-    #[error("classifier gave no valid answer: {0}")]
-    Invalid(String),
+    /// The classifier answered, but not with a catalog task and schema-valid, grounded input.
+    #[error("classifier gave no valid answer: {why}")]
+    Invalid {
+        /// What was wrong with the last answer.
+        why: String,
+        /// How many calls were answered.
+        calls: u32,
+    },
 }
 
 /// Picks a task from the catalog for a natural-language request.

@@ -139,6 +139,11 @@ impl LlmClassifier {
         }
     }
 
+    /// The model this classifier asks.
+    pub fn model(&self) -> &str {
+        self.llm.model()
+    }
+
     /// The LLM's decision for `text`: a valid, grounded answer, asked at most twice.
     ///
     /// # Errors
@@ -190,9 +195,12 @@ impl LlmClassifier {
                 Answer::Valid(decision) if shown.copied_up_to_the_cut(&decision.input) => {
                     // Asking again would not show the model the rest; the patterns read all
                     // of it.
-                    return Err(ClassifyError::Invalid(format!(
-                        "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
-                    )));
+                    return Err(ClassifyError::Invalid {
+                        why: format!(
+                            "the answer copies the request up to where the prompt cut it ({PROMPT_TEXT_MAX} bytes shown)"
+                        ),
+                        calls: round + 1,
+                    });
                 }
                 Answer::Valid(decision) => grounded(decision, catalog, text),
                 invalid => invalid,
@@ -229,12 +237,18 @@ impl LlmClassifier {
                             )),
                         ));
                     } else {
-                        return Err(ClassifyError::Invalid(why));
+                        return Err(ClassifyError::Invalid {
+                            why,
+                            calls: round + 1,
+                        });
                     }
                 }
             }
         }
-        Err(ClassifyError::Invalid("no valid answer".into()))
+        Err(ClassifyError::Invalid {
+            why: "no valid answer".into(),
+            calls: 2,
+        })
     }
 
     fn messages(

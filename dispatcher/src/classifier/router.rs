@@ -49,9 +49,13 @@ impl Router {
                 tracing::warn!(error = %why, "the LLM is unavailable; the patterns route this request");
                 patterns::fallback(text, catalog, "LLM unavailable")
             }
-            Err(ClassifyError::Invalid(why)) => {
+            Err(ClassifyError::Invalid { why, calls }) => {
                 tracing::info!(error = %why, "no usable LLM answer; the patterns route this request");
-                patterns::fallback(text, catalog, &format!("LLM answer not used: {why}"))
+                let mut decision =
+                    patterns::fallback(text, catalog, &format!("LLM answer not used: {why}"));
+                decision.routing.llm_calls = calls;
+                decision.routing.model = Some(llm.model().to_owned());
+                decision
             }
         }
     }
