@@ -77,7 +77,7 @@ pub(super) fn patterns() -> Vec<Pattern> {
         Pattern::new(format!(r"(?i)\b(?:repo|repos|repository|project|github)\b.*?{SLUG}")).hint(),
         Pattern::new(format!(r"(?i){SLUG}.*?\b(?:repo|repository|project|github)\b")).hint(),
         Pattern::new(
-            r"(?i)github\.com/(?P<owner>[A-Za-z0-9-]+)/(?P<repo>[A-Za-z0-9_.-]*?[A-Za-z0-9_-])(?:\.git)?(?:[/?#.,;:!)\s]|$)",
+            r"(?i)github\.com/(?P<owner>[A-Za-z0-9-]+)/(?P<repo>[A-Za-z0-9_.-]*?[A-Za-z0-9_-])(?:\.git)?(?:[/?#,;:!)\s]|\.(?:\s|$)|$)",
         )
         .hint(),
     ]

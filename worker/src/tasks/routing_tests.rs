@@ -138,6 +138,16 @@ fn repositories_route_by_pattern() {
             c.pattern_matches(text)
         );
     }
+    // A link in a question is only a hint, read whole (`nats.go`, not `nats`).
+    let text = "Summarize the README of github.com/nats-io/nats.go";
+    assert_eq!(certain(&c, text), None);
+    assert_eq!(
+        guess(&c, text),
+        Some((
+            "github.repo_info".to_owned(),
+            json!({"owner": "nats-io", "repo": "nats.go"})
+        ))
+    );
     // A repository named with "repo" but a question about it: only a hint, the LLM decides.
     let text = "What license does the repo tokio-rs/tokio use?";
     assert_eq!(certain(&c, text), None);
