@@ -176,7 +176,7 @@ async fn traced_llm_request() -> (Vec<CollectedSpan>, String, Vec<Option<String>
         json!({"owner": "octo", "repo": "hello"}),
     ));
     env.client
-        .publish_with_id("trace-1", "How many stars does octo/hello have?")
+        .publish_with_id("trace-1", "Tell me about the github project octo/hello")
         .await;
     let result = env.client.wait_result("trace-1", WAIT).await;
     assert_outcome(&result, "succeeded", None);
@@ -690,7 +690,7 @@ async fn the_readme_span_table_is_what_is_exported() {
         json!({"owner": "octo", "repo": "hello"}),
     ));
     env.client
-        .publish_with_id("table-llm", "How many stars does octo/hello have?")
+        .publish_with_id("table-llm", "Tell me about the github project octo/hello")
         .await;
     // The worker's own LLM call.
     env.client
@@ -794,10 +794,11 @@ async fn json_logs_carry_request_id_and_trace_id_at_the_top_level() {
         "octo/flaky",
         Repo::new().stars(1).contributors(1).fail_first(1, 503),
     );
-    // The LLM refuses: the dispatcher says so inside the request's span, and the rules route.
+    // Only a pattern's hint matches, so the LLM is asked; it refuses: the dispatcher says so
+    // inside the request's span, and the patterns' best guess routes.
     openai.push(Reply::error(400, "no"));
     env.client
-        .publish_with_id("logged-1", "How many stars does octo/flaky have?")
+        .publish_with_id("logged-1", "Tell me about the github project octo/flaky")
         .await;
     let result = env.client.wait_result("logged-1", WAIT).await;
     assert_outcome(&result, "succeeded", None);
@@ -833,7 +834,7 @@ async fn json_logs_carry_request_id_and_trace_id_at_the_top_level() {
         })
     };
     assert!(
-        says("fleet_dispatcher", "classifier failed"),
+        says("fleet_dispatcher", "the LLM is unavailable"),
         "the dispatcher's line about the LLM names the request: {about:#?}\n{logs}"
     );
     assert!(

@@ -65,7 +65,7 @@ async fn a_slow_classification_is_classified_once_and_queued_once() {
         .await
         .expect("consumer");
     rig.js
-        .publish("fleet.requests", "Make the letter x uppercase".into())
+        .publish("fleet.requests", "Please do the usual thing to x".into())
         .await
         .expect("publish")
         .await
@@ -138,7 +138,7 @@ async fn explicit_only_tasks_are_never_picked_by_routing() {
         .await
         .expect("consumer");
     for body in [
-        json!({"id": "words-1", "text": "Make the letter x uppercase"}),
+        json!({"id": "words-1", "text": "Please do the usual thing to x"}),
         json!({"id": "named-1", "task": "text.transform", "input": {"text": "x", "op": "upper"}}),
     ] {
         rig.js
