@@ -43,7 +43,7 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 # --------------------------------------------------------------------------------------
 # Facts the manifests must agree with (SPEC.md and the implementation decisions).
 
-FLEET_TASKS = ("github.repo_info", "text.transform", "chat")
+FLEET_TASKS = ("github.repo_info", "text.transform", "note.append", "chat")
 FLEET_IMAGES = ("fleet-dispatcher", "fleet-worker")
 WORKER_IMAGE = "fleet-worker"
 # Workloads whose voluntary disruptions (node drains) must be bounded by a PodDisruptionBudget

@@ -211,13 +211,14 @@ async fn keda_reads_the_backlog_of_the_consumers_the_fleet_creates() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         ScaledObject::parse(&text)
     };
-    // fleet-worker runs github.repo_info and text.transform; chat has a Deployment of its own.
+    // fleet-worker runs github.repo_info, text.transform and note.append; chat has a Deployment
+    // of its own.
     let so = read("scaledobject.yaml");
     let chat = read("scaledobject-chat.yaml");
     // One trigger per task and priority (worker-, high-worker-, low-worker-<task>).
     assert_eq!(
         so.triggers.len(),
-        6,
+        9,
         "one trigger per task and priority: {so:?}"
     );
     assert_eq!(chat.triggers.len(), 3, "one trigger per priority: {chat:?}");
