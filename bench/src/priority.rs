@@ -62,9 +62,10 @@ pub struct Round {
     /// For `mid-drain`: backlog requests started between the probe's publish and its start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_after_publish: Option<usize>,
-    /// For starvation: low requests, and how many of them started while high work waited.
+    /// For starvation: low requests, how many of them started while high work waited, and
+    /// how many tasks (high and low) had started when the last low one did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lows: Option<(usize, usize)>,
+    pub lows: Option<(usize, usize, usize)>,
     /// Probe: from the workers' start (`mid-drain`: from its publish) to its result,
     /// milliseconds.
     pub probe_ms: f64,
@@ -91,10 +92,11 @@ pub fn table(rounds: &[Round], config: &PriorityConfig) -> String {
             "{:<34} {:>8} {:>15} {:>12.0} {:>10.0}\n",
             r.name, r.backlog, before, r.probe_ms, r.per_second
         ));
-        if let Some((lows, early)) = r.lows {
+        if let Some((lows, early, last)) = r.lows {
             out.push_str(&format!(
-                "{:<34} {lows} low requests: {early} started while high work still waited\n",
-                ""
+                "{:<34} {lows} low requests: {early} started while high work still waited; the last low was start {last} of {}\n",
+                "",
+                r.backlog + lows
             ));
         }
     }
@@ -190,12 +192,23 @@ pub async fn run(config: &PriorityConfig) -> Result<Vec<Round>, Error> {
                 .is_some_and(|(t, first)| t < first)
         })
         .count();
+    let last_low = lows.iter().filter_map(|id| bench.started(id)).max();
+    let up_to_last_low = highs
+        .iter()
+        .chain(&lows)
+        .filter(|id| {
+            bench
+                .started(id)
+                .zip(last_low)
+                .is_some_and(|(t, last)| t <= last)
+        })
+        .count();
     rounds.push(Round {
         name: "starvation: high backlog, lows".into(),
         backlog: n,
         started_before: before_first_low,
         started_after_publish: None,
-        lows: Some((lows.len(), early)),
+        lows: Some((lows.len(), early, up_to_last_low)),
         probe_ms: f64::NAN,
         per_second: (highs.len() + lows.len()) as f64 / elapsed,
     });
