@@ -317,7 +317,21 @@ impl Llm {
     /// [`LlmError`] with the retry decision.
     pub async fn complete(
         &self,
+        request: CreateChatCompletionRequest,
+    ) -> Result<CreateChatCompletionResponse, LlmError> {
+        self.complete_judged(request, |_| None).await
+    }
+
+    /// Like [`Self::complete`]; `verdict` says what the caller makes of an answer (a routing
+    /// answer used, or why not), recorded on the `chat <model>` span as `fleet.routing.verdict`.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError`] with the retry decision.
+    pub async fn complete_judged(
+        &self,
         mut request: CreateChatCompletionRequest,
+        verdict: impl FnOnce(&CreateChatCompletionResponse) -> Option<String> + Send,
     ) -> Result<CreateChatCompletionResponse, LlmError> {
         if request.model.is_empty() {
             request.model = self.model.clone();
@@ -333,6 +347,7 @@ impl Llm {
             gen_ai.response.model = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
+            fleet.routing.verdict = tracing::field::Empty,
             server.address = self.server.as_ref().map(|(host, _)| host.as_str()),
             server.port = self.server.as_ref().map(|(_, port)| i64::from(*port)),
         );
@@ -353,6 +368,9 @@ impl Llm {
                             "gen_ai.usage.output_tokens",
                             i64::from(usage.completion_tokens),
                         );
+                    }
+                    if let Some(v) = verdict(&response) {
+                        span.record("fleet.routing.verdict", v.as_str());
                     }
                     Ok(response)
                 }

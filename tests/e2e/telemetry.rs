@@ -237,6 +237,21 @@ async fn one_request_is_one_trace_across_processes() {
     assert_eq!(int(llm, "gen_ai.usage.input_tokens"), Some(120), "{llm:?}");
     assert_eq!(int(llm, "gen_ai.usage.output_tokens"), Some(15), "{llm:?}");
     assert_eq!(llm.attr("server.address"), "127.0.0.1", "{llm:?}");
+    assert_eq!(
+        llm.attr("fleet.routing.verdict"),
+        "used: valid and grounded",
+        "the check's verdict on the answer: {llm:?}"
+    );
+    assert_eq!(
+        request.attr("classified_by"),
+        "llm",
+        "the tier that decided: {request:?}"
+    );
+    assert_eq!(
+        request.attr("routing_reason"),
+        "LLM answer, valid and grounded",
+        "{request:?}"
+    );
 
     let publish = one(&spans, "fleet-dispatcher", "publish");
     assert!(is_child(publish, request), "{}", describe(&spans));

@@ -182,7 +182,7 @@ impl LlmClassifier {
         let max_tokens = routing_max_tokens(shown.prompt().len());
         for round in 0..2u32 {
             let (content, cut) = self
-                .call(&mut messages, catalog, &mut usage, max_tokens)
+                .call(&mut messages, catalog, &mut usage, max_tokens, text)
                 .await?;
             let answer = if cut {
                 Answer::Invalid(format!(
@@ -276,6 +276,7 @@ impl LlmClassifier {
         catalog: &Catalog,
         usage: &mut Option<LlmUsage>,
         max_tokens: u32,
+        text: &str,
     ) -> Result<(String, bool), ClassifyError> {
         loop {
             let json_schema = self.use_json_schema();
@@ -304,7 +305,11 @@ impl LlmClassifier {
                 ..Default::default()
             };
             let started = Instant::now();
-            let outcome = self.llm.complete(request).await;
+            // The check's verdict on this answer goes on the `chat <model>` span.
+            let verdict = |response: &async_openai::types::chat::CreateChatCompletionResponse| {
+                Some(verdict(response, catalog, text))
+            };
+            let outcome = self.llm.complete_judged(request, verdict).await;
             self.metrics
                 .llm_duration
                 .observe(started.elapsed().as_secs_f64());
@@ -382,6 +387,34 @@ impl Classify for LlmClassifier {
 fn refuses_json_schema(message: &str) -> bool {
     let m = message.to_lowercase();
     m.contains("json_schema") || m.contains("response_format") || m.contains("response format")
+}
+
+/// What the check makes of one response: `used: valid and grounded`, or `not used: why`.
+fn verdict(
+    response: &async_openai::types::chat::CreateChatCompletionResponse,
+    catalog: &Catalog,
+    text: &str,
+) -> String {
+    if response
+        .choices
+        .iter()
+        .any(|c| c.finish_reason == Some(FinishReason::Length))
+    {
+        return "not used: cut at max_tokens".into();
+    }
+    let content = response
+        .choices
+        .iter()
+        .find_map(|c| c.message.content.as_deref())
+        .unwrap_or_default();
+    let answer = match parse_answer(content, catalog) {
+        Answer::Valid(decision) => grounded(decision, catalog, text),
+        invalid => invalid,
+    };
+    match answer {
+        Answer::Valid(_) => "used: valid and grounded".into(),
+        Answer::Invalid(why) => format!("not used: {}", clip_chars(&why, RETRY_ERROR_MAX)),
+    }
 }
 
 /// At most `max` characters of `s`.
