@@ -478,3 +478,90 @@ fn parse_answer(content: &str, catalog: &Catalog) -> Answer {
     }
     Answer::Valid(Decision::new(task, input, ClassifiedBy::Llm))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_common::catalog::TaskSpec;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        for spec in [
+            json!({"name": "chat", "description": "d", "input_schema": {"type": "object",
+                "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}}),
+            json!({"name": "text.transform", "description": "d", "input_schema": {"type": "object",
+                "properties": {"text": {"type": "string"}, "op": {"enum": ["upper", "lower"]}},
+                "required": ["text", "op"], "additionalProperties": false}}),
+            json!({"name": "secret", "description": "d", "explicit_only": true,
+                "input_schema": {"type": "object"}}),
+        ] {
+            let spec: TaskSpec = serde_json::from_value(spec).expect("a spec");
+            c.insert(spec).expect("valid");
+        }
+        c
+    }
+
+    fn check(content: &str, text: &str) -> Result<Decision, String> {
+        let c = catalog();
+        match parse_answer(content, &c) {
+            Answer::Valid(d) => match grounded(d, &c, text) {
+                Answer::Valid(d) => Ok(d),
+                Answer::Invalid(why) => Err(why),
+            },
+            Answer::Invalid(why) => Err(why),
+        }
+    }
+
+    #[test]
+    fn answers_are_used_only_when_valid_and_grounded() {
+        let text = "Make the letter x uppercase";
+        let ok = check(
+            r#"{"task": "text.transform", "input": {"text": "x", "op": "upper"}}"#,
+            text,
+        )
+        .expect("valid and grounded");
+        assert_eq!(ok.by, ClassifiedBy::Llm);
+        // Fenced JSON is read too.
+        assert!(
+            check(
+                "```json\n{\"task\": \"chat\", \"input\": {\"prompt\": \"make the letter X uppercase\"}}\n```",
+                text
+            )
+            .is_ok()
+        );
+        for (answer, why) in [
+            ("Sure! text.transform", "not JSON"),
+            (r#"{"input": {}}"#, "no string field `task`"),
+            (r#"{"task": "weather", "input": {}}"#, "is not a task"),
+            (r#"{"task": "secret", "input": {}}"#, "explicitly"),
+            (
+                r#"{"task": "text.transform", "input": {"text": "x", "op": "louder"}}"#,
+                "does not match its schema",
+            ),
+            (
+                r#"{"task": "text.transform", "input": {"text": "y", "op": "upper"}}"#,
+                "`y` is not in the request",
+            ),
+            (
+                r#"{"task": "chat", "input": {"prompt": "Convert x to upper case"}}"#,
+                "not the whole request",
+            ),
+            (
+                r#"{"task": "chat", "input": {"prompt": "the letter x"}}"#,
+                "not the whole request",
+            ),
+        ] {
+            let e = check(answer, text).expect_err(answer);
+            assert!(e.contains(why), "{answer}: {e}");
+        }
+    }
+
+    #[test]
+    fn answer_budgets_grow_with_the_request_and_are_capped() {
+        assert_eq!(routing_max_tokens(0), 96);
+        assert_eq!(routing_max_tokens(100), 146);
+        assert_eq!(routing_max_tokens(PROMPT_TEXT_MAX + 200), 1_024);
+        assert_eq!(routing_max_tokens(usize::MAX), 1_024);
+    }
+}
