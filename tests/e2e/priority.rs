@@ -28,6 +28,18 @@ async fn one_slot(task_time: Duration) -> TestEnv {
     env
 }
 
+/// Asserts that every task ran once: a message waiting for a slot is reported in progress
+/// (more often than the tests' 2 s ack wait), so it is never redelivered meanwhile.
+fn ran_once(env: &TestEnv, ids: &[String]) {
+    for id in ids {
+        assert_eq!(
+            env.github.requests(&format!("prio/{id}")),
+            1,
+            "{id} ran twice"
+        );
+    }
+}
+
 /// The request ids (= repo names) in the order their tasks started.
 fn start_order(env: &TestEnv, ids: &[String]) -> Vec<String> {
     let mut starts: Vec<(std::time::Instant, String)> = ids
@@ -98,6 +110,7 @@ async fn a_high_request_starts_ahead_of_a_low_backlog() {
         let result = env.client.wait_result(id, WAIT * 2).await;
         assert_outcome(&result, "succeeded", None);
     }
+    ran_once(&env, &all);
     let order = start_order(&env, &all);
     let high_at = order
         .iter()
@@ -150,6 +163,7 @@ async fn low_work_still_progresses_while_high_work_keeps_coming() {
         let result = env.client.wait_result(id, WAIT * 2).await;
         assert_outcome(&result, "succeeded", None);
     }
+    ran_once(&env, &all);
     let order = start_order(&env, &all);
     let mut positions: Vec<usize> = lows
         .iter()

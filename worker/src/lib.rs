@@ -149,6 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let slots = config.concurrency.max(1);
     let gate = priority::Gate::new(slots);
     let lanes = Priority::ALL.map(|_| Arc::new(Semaphore::new(slots.saturating_mul(2))));
+    let progress = (config.ack_wait / 3).max(Duration::from_millis(100));
     let mut pulls = Vec::new();
     for (priority, consumer) in consumers {
         let handler = handler.clone();
@@ -164,7 +165,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 let gate = gate.clone();
                 let stop = waiting_stop.clone();
                 async move {
-                    let Some(slot) = priority::slot_for(&gate, &msg, priority, &stop).await else {
+                    let Some(slot) =
+                        priority::slot_for(&gate, &msg, priority, progress, &stop).await
+                    else {
                         return;
                     };
                     handler.handle(msg).await;

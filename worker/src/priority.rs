@@ -31,9 +31,6 @@ use tokio_util::sync::CancellationToken;
 /// next one goes to it (the lowest such priority first).
 pub const PASS_OVER_LIMIT: u32 = 4;
 
-/// How often a message waiting at the gate is reported in progress.
-const WAITING_PROGRESS: Duration = Duration::from_secs(5);
-
 /// Picks the priority whose waiting work gets the next slot, given which priorities have work
 /// waiting (`waiting[p.index()]`), and updates `passed_over` (per priority: slots in a row
 /// that went to another one while it waited). `None` when nothing waits.
@@ -179,19 +176,22 @@ impl Drop for Slot {
     }
 }
 
-/// Waits at `gate` for a slot for `msg` of `priority`, reporting it in progress meanwhile;
-/// on `stop`, gives the message back (NAK, so another replica takes it now) and returns `None`.
+/// Waits at `gate` for a slot for `msg` of `priority`, reporting it in progress every
+/// `progress` meanwhile (a third of the ack wait, as a running task does, so a message that
+/// waits long is never redelivered to another replica); on `stop`, gives the message back
+/// (NAK, so another replica takes it now) and returns `None`.
 pub async fn slot_for(
     gate: &Arc<Gate>,
     msg: &Message,
     priority: Priority,
+    progress: Duration,
     stop: &CancellationToken,
 ) -> Option<Slot> {
     if let Some(slot) = gate.try_acquire() {
         return Some(slot);
     }
     let slot = tokio::select! {
-        slot = pull::with_progress(msg, WAITING_PROGRESS, gate.acquire(priority)) => Some(slot),
+        slot = pull::with_progress(msg, progress, gate.acquire(priority)) => Some(slot),
         _ = stop.cancelled() => None,
     };
     if slot.is_none()
