@@ -53,6 +53,14 @@ async fn bad_input_is_rejected_with_a_clear_error() {
             "input": {"op": "upper"},
         }))
         .await;
+    // A priority that is not one.
+    env.client
+        .publish_json(&json!({
+            "id": "bad-priority",
+            "text": "Make the letter x uppercase",
+            "priority": "urgent",
+        }))
+        .await;
     // The id only in the Nats-Msg-Id header, for an explicit request with bad input.
     env.client
         .publish_with_id(
@@ -91,6 +99,14 @@ async fn bad_input_is_rejected_with_a_clear_error() {
         result["metadata"],
         json!({"k": "v"}),
         "metadata carried even when rejected: {result:#}"
+    );
+
+    // A priority other than high, normal, low: the error says which are.
+    let result = assert_rejected(&env, "bad-priority", "bad_request").await;
+    let message = result["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("priority") && message.contains("\"low\""),
+        "{result:#}"
     );
 
     // Larger than FLEET_MAX_REQUEST_BYTES.
