@@ -193,6 +193,8 @@ pub(crate) async fn eval(fleet: &Fleet, args: EvalArgs) -> i32 {
     let mut timed_out = false;
     let deadline = tokio::time::Instant::now() + args.timeout;
     let progress = Progress::spinner(format!("routed 0 of {}", ids.len()));
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
     while got.len() < ids.len() {
         while sent < ids.len() && sent - got.len().min(sent) < in_flight {
             let mut headers = HeaderMap::new();
@@ -215,11 +217,16 @@ pub(crate) async fn eval(fleet: &Fleet, args: EvalArgs) -> i32 {
                         .zip(&ids)
                         .filter(|(c, id)| got.get(*id).is_some_and(|r| is_correct(c, r).1))
                         .count();
-                    progress.set_message(format!(
+                    let line = format!(
                         "routed {} of {} ({right} right so far)",
                         got.len(),
                         ids.len()
-                    ));
+                    );
+                    // Off a terminal (no spinner), a line every 25 results.
+                    if !tty && (got.len() % 25 == 0 || got.len() == ids.len()) {
+                        eprintln!("fleet eval: {line}");
+                    }
+                    progress.set_message(line);
                 }
             }
             Ok(None) => break,
