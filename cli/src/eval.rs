@@ -223,7 +223,7 @@ pub(crate) async fn eval(fleet: &Fleet, args: EvalArgs) -> i32 {
                         ids.len()
                     );
                     // Off a terminal (no spinner), a line every 25 results.
-                    if !tty && (got.len() % 25 == 0 || got.len() == ids.len()) {
+                    if !tty && (got.len().is_multiple_of(25) || got.len() == ids.len()) {
                         eprintln!("fleet eval: {line}");
                     }
                     progress.set_message(line);
