@@ -11,6 +11,7 @@ mod cluster;
 mod control;
 mod dead_letter;
 mod duplicates;
+mod eval;
 mod explicit;
 mod github;
 mod health;
