@@ -100,18 +100,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         if let Some(limit) = config.max_concurrency_of(&name) {
             spec.max_concurrency = Some(limit);
         }
-        // Created or updated: a changed `max_concurrency` changes the consumers' cap.
-        for priority in Priority::ALL {
-            let consumer = bind_lane(
+        // Created or updated: a changed `max_concurrency` changes the consumers' cap. The
+        // three at once: a consumer's creation waits on the server's disk.
+        let lanes = futures::future::try_join_all(Priority::ALL.map(|priority| {
+            bind_lane(
                 &fleet,
                 &name,
                 priority,
                 config.ack_wait,
                 spec.max_concurrency,
             )
-            .await?;
-            consumers.push((priority, consumer));
-        }
+        }))
+        .await?;
+        consumers.extend(Priority::ALL.into_iter().zip(lanes));
         // Publish the catalog entry only once the consumers exist, so a routed task always has
         // somewhere to wait.
         fleet.publish_task_spec(&spec).await?;
