@@ -127,7 +127,9 @@ pub async fn run(config: &ClassifyConfig) -> Result<Vec<ClassifyRow>, Error> {
                 .publish_with_headers(
                     "fleet.requests",
                     headers,
-                    format!("make word{i} uppercase").into(),
+                    // Words no catalog pattern is sure of (a certain pattern would route
+                    // without the LLM), with the scripted answer's `x` in them (grounded).
+                    format!("could you do the thing with x, number {i}").into(),
                 )
                 .await
                 .map_err(|e| Error::nats("publish request", e))?;
