@@ -25,7 +25,8 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// The most messages one pull request asks for.
 pub const MAX_BATCH: usize = 256;
 
-/// How often a message waiting for a slot is reported in progress.
+/// How often a message waiting for a slot is reported in progress, at most: a third of the
+/// consumer's ack wait when that is shorter.
 const WAITING_PROGRESS: Duration = Duration::from_secs(5);
 
 /// Pulls messages from `consumer` and runs `handle` on each, at most as many at a time as
@@ -55,6 +56,8 @@ pub async fn run<F, Fut>(
     // the previous one has a slot, so at most one waits for a slot (reported in progress); the
     // rest wait in the client's buffer, at most a batch of them, about one task's time.
     let batch_size = permits.available_permits().clamp(1, MAX_BATCH);
+    let progress_every = (consumer.cached_info().config.ack_wait / 3)
+        .clamp(Duration::from_millis(100), WAITING_PROGRESS);
     let mut running = FuturesUnordered::new();
     let start = |msg: Message, permit: OwnedSemaphorePermit| {
         let work = AssertUnwindSafe(handle(msg)).catch_unwind();
@@ -122,8 +125,8 @@ pub async fn run<F, Fut>(
                 Ok(p) => p,
                 Err(_) => {
                     let mut ticks = tokio::time::interval_at(
-                        tokio::time::Instant::now() + WAITING_PROGRESS,
-                        WAITING_PROGRESS,
+                        tokio::time::Instant::now() + progress_every,
+                        progress_every,
                     );
                     loop {
                         tokio::select! {
