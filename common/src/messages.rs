@@ -14,6 +14,12 @@ pub const MAX_ID_LEN: usize = 64;
 
 /// Header a caller may put the request id in (it wins over the body's `id`).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// Result header: its writer writes the final status itself (value [`STATUS_WRITTEN`]). Every
+/// result the fleet's own code stores carries it; a result without it (a worker in another
+/// language) is settled by the dispatcher's settler.
+pub const STATUS_HEADER: &str = "Fleet-Status";
+/// The value of [`STATUS_HEADER`].
+pub const STATUS_WRITTEN: &str = "written";
 /// Dead-letter header: the request id.
 pub const REQUEST_ID_HEADER: &str = "Fleet-Request-Id";
 /// Dead-letter header: the task that was exhausted.

@@ -12,6 +12,7 @@
 //! - [`intake`] - reading a request (text or JSON), its id, and rejections.
 //! - [`classifier`] - the `Classify` trait and the built-in rules.
 //! - [`publisher`] - publishing tasks and `rejected` results.
+//! - [`settler`] - the final state of results stored by workers in other languages.
 //! - [`metrics`] - Prometheus counters.
 //! - [`error`] - the error type.
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod intake;
 pub mod metrics;
 pub mod publisher;
+pub mod settler;
 
 use std::{
     future::Future,
@@ -141,8 +143,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let names: Vec<String> = snapshot(&shared).specs().map(|s| s.name.clone()).collect();
     tracing::info!(tasks = ?names, concurrency = config.concurrency, "dispatcher ready");
 
-    let dispatcher = Arc::new(Dispatcher::new(fleet, shared, classifier, &config, metrics));
+    let dispatcher = Arc::new(Dispatcher::new(
+        fleet.clone(),
+        shared,
+        classifier,
+        &config,
+        metrics,
+    ));
     let tracker = TaskTracker::new();
+    // Core NATS, no consumer: results the fleet's own code stored are skipped by a header.
+    tracker.spawn(settler::run(fleet.clone(), stop.clone()));
     let pulling = tokio::spawn(pull::run(
         consumer,
         Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),

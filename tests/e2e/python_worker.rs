@@ -77,6 +77,28 @@ async fn a_python_worker_joins_and_is_routed_to_by_its_patterns() {
     // `fleet status` reads the result the Python worker stored.
     let out = env.cli(&["status", "py-1", "--json"]).await;
     assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+
+    // The Python worker writes no status: the dispatcher's settler writes the final state in
+    // the record itself, from the stored result.
+    let record = env.client.wait_state("py-1", "succeeded").await;
+    assert_eq!(record["task"], PYTHON_TASK, "{record:#}");
+    assert_eq!(record["attempt"], 1, "{record:#}");
+    let out = env.cli(&["list", "--state", "succeeded", "--json"]).await;
+    assert!(out.stdout.contains("py-1"), "{}", out.stdout);
+    // The Rust worker's result says it wrote the status itself (the settler skips it); the
+    // Python worker's does not.
+    let header = |id: &'static str| {
+        let client = &env.client;
+        async move {
+            client
+                .result_message(id)
+                .await
+                .and_then(|m| m.headers.get("Fleet-Status").map(|v| v.as_str().to_owned()))
+        }
+    };
+    assert_eq!(header("py-2").await.as_deref(), Some("written"));
+    assert_eq!(header("py-1").await, None);
+    env.client.wait_state("py-2", "succeeded").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

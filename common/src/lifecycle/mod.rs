@@ -5,7 +5,7 @@
 //!
 //! | who | verbs |
 //! |---|---|
-//! | dispatcher | [`receive`](crate::topology::Fleet::receive) (the duplicate guard), [`queue`](crate::topology::Fleet::queue), [`reject`](crate::topology::Fleet::reject) |
+//! | dispatcher | [`receive`](crate::topology::Fleet::receive) (the duplicate guard), [`queue`](crate::topology::Fleet::queue), [`reject`](crate::topology::Fleet::reject), [`settle_foreign`](crate::topology::Fleet::settle_foreign) |
 //! | worker | [`start`](crate::topology::Fleet::start), [`mark_running`](crate::topology::Fleet::mark_running), [`retry`](crate::topology::Fleet::retry), [`hand_back`](crate::topology::Fleet::hand_back), [`settle`](crate::topology::Fleet::settle), [`bury`](crate::topology::Fleet::bury), [`record_final`](crate::topology::Fleet::record_final) |
 //! | operator | [`cancel`](crate::topology::Fleet::cancel), [`approve`](crate::topology::Fleet::approve), [`deny`](crate::topology::Fleet::deny) |
 //! | client | [`list`](crate::topology::Fleet::list), [`view`](crate::topology::Fleet::view), [`follow`](crate::topology::Fleet::follow), [`replay`](crate::topology::Fleet::replay), [`dead_letters`](crate::topology::Fleet::dead_letters) |
@@ -27,6 +27,7 @@
 //! - `view` - what the client reads: a request's state and result, followed live.
 //! - [`timing`] - `delay` / `not_before` / `deadline`, unit-tested without NATS.
 //! - `control` - what a person does to a request: cancel, approve, deny, list.
+//! - `settler` - the final state of results stored by workers in other languages.
 
 mod attempts;
 mod control;
@@ -34,6 +35,7 @@ mod records;
 mod replay;
 mod requests;
 pub mod rules;
+mod settler;
 mod stats;
 pub mod timing;
 mod view;
@@ -46,5 +48,6 @@ pub use requests::{
     Arrival, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, Receipt, Ticket, UNREADABLE_KEPT_BYTES,
     truncated,
 };
+pub use settler::{Settling, writes_own_status};
 pub use stats::{Backlog, TaskStats};
 pub use view::{Event, Follow, View};

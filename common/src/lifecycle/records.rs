@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::{
     Error,
     messages::{
-        AttemptError, ERRORS_HEADER, MSG_ID_HEADER, REQUEST_ID_HEADER, StatusRecord, TASK_HEADER,
-        TaskResult,
+        AttemptError, ERRORS_HEADER, MSG_ID_HEADER, REQUEST_ID_HEADER, STATUS_HEADER,
+        STATUS_WRITTEN, StatusRecord, TASK_HEADER, TaskResult,
     },
     topology::Fleet,
 };
@@ -89,6 +89,10 @@ pub struct DeadLetter {
 impl Fleet {
     /// Stores the one result of a request and awaits the server's acknowledgement.
     ///
+    /// The one place results are published. It marks each with `Fleet-Status: written`
+    /// ([`STATUS_HEADER`]): every caller writes the final status that goes with it, so the
+    /// dispatcher's settler (`settler`) leaves it alone.
+    ///
     /// # Errors
     ///
     /// [`Error::JetStream`] when the result could not be stored (NATS down, stream missing);
@@ -107,6 +111,8 @@ impl Fleet {
         span.record("fleet.outcome", result.status.as_str());
         async {
             crate::telemetry::inject(&mut headers);
+            // Every caller writes the final status itself: the dispatcher's settler skips it.
+            headers.insert(STATUS_HEADER, STATUS_WRITTEN);
             let body = serde_json::to_vec(result).map_err(|source| Error::Decode {
                 what: "result",
                 source,
