@@ -27,13 +27,63 @@ pub fn certain(text: &str, catalog: &Catalog) -> Option<Decision> {
 
 /// The patterns' best guess: their first match (certain ones first), else `chat`; `why` says
 /// why the LLM did not decide.
+///
+/// A hint alone does not decide a request phrased as a general question ([`is_question`]):
+/// "what license does the repo x/y use?" names a repository in passing and asks something the
+/// task does not report; `chat` takes it. A hint still decides a command ("look up the
+/// repository x/y").
 pub fn fallback(text: &str, catalog: &Catalog, why: &str) -> Decision {
     let matches = catalog.pattern_matches(text);
-    let best = matches.iter().find(|m| !m.hint).or_else(|| matches.first());
-    match best {
-        Some(m) => decision(m, &format!("{why}; patterns' best guess")),
+    if let Some(m) = matches.iter().find(|m| !m.hint) {
+        return decision(m, &format!("{why}; patterns' best guess"));
+    }
+    match matches.first() {
+        Some(m) if !is_question(text) => decision(m, &format!("{why}; patterns' best guess")),
+        Some(m) => chat(text).because(format!(
+            "{why}; only a hint matched ({} #{}) and the request is a question: {FALLBACK_TASK}",
+            m.task,
+            m.index + 1
+        )),
         None => chat(text).because(format!("{why}; no pattern matched: {FALLBACK_TASK}")),
     }
+}
+
+/// Words that open a question ("what …", "does …", "is …").
+const QUESTION_WORDS: &[&str] = &[
+    "what", "what's", "whats", "why", "how", "how's", "which", "who", "who's", "whose", "whom",
+    "when", "where", "is", "isn't", "are", "aren't", "was", "were", "does", "doesn't", "do",
+    "don't", "did", "didn't", "should", "shall", "has", "have", "had", "may", "might", "must",
+];
+/// Verbs that open a polite request when "you" follows ("can you …?").
+const REQUEST_VERBS: &[&str] = &["can", "could", "would", "will", "won't"];
+
+/// Whether `text` is phrased as a general question: it opens with a question word, or with
+/// "can", "could", "would" or "will" not followed by "you" ("can I …"), or it ends with `?`
+/// without opening as a polite request ("can you …?", "please …?").
+pub fn is_question(text: &str) -> bool {
+    let lower = text.trim().to_lowercase();
+    let mut words = lower
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.replace('’', "'"));
+    let Some(first) = words.next() else {
+        return false;
+    };
+    if QUESTION_WORDS.contains(&first.as_str()) {
+        return true;
+    }
+    let polite = match first.as_str() {
+        "please" | "pls" | "plz" | "kindly" => true,
+        // "can you …" asks for something; "can I …" asks about something.
+        w if REQUEST_VERBS.contains(&w) => {
+            if !matches!(words.next().as_deref(), Some("you" | "u" | "ya")) {
+                return true;
+            }
+            true
+        }
+        _ => false,
+    };
+    !polite && lower.ends_with('?')
 }
 
 /// The fallback decision for `text`: `chat` with the request as its prompt.
@@ -109,6 +159,45 @@ mod tests {
         // A hint alone is not certain.
         assert!(certain("be loud: 'hey'", &c).is_none());
         assert!(certain("what is the weather?", &c).is_none());
+    }
+
+    #[test]
+    fn general_questions_are_told_from_commands() {
+        for q in [
+            "What license does the repo tokio-rs/tokio use?",
+            "why is \"upper\" spelled so",
+            "Does the project a/b still build?",
+            "Can I fork the repository a/b?",
+            "the repository a/b, any good?",
+            "Is it better to use upper or lower bounds?",
+        ] {
+            assert!(is_question(q), "{q}");
+        }
+        for c in [
+            "Look up the repository celery/celery",
+            "tell me about the github project a/b",
+            "Can you make \"x\" uppercase?",
+            "could u look up the repo a/b?",
+            "please shout \"x\"?",
+            "I need \"MiXeD\" in lowercase",
+            "",
+        ] {
+            assert!(!is_question(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_hint_alone_does_not_decide_a_question() {
+        let c = catalog();
+        let d = fallback("is it loud: 'hey'?", &c, "no LLM");
+        assert_eq!(
+            route(&d),
+            ("chat", &json!({"prompt": "is it loud: 'hey'?"}))
+        );
+        assert!(d.routing.reason.contains("a question"), "{d:?}");
+        // A certain match still decides a question.
+        let d = fallback("say hi?", &c, "no LLM");
+        assert_eq!(route(&d), ("echo", &json!({"text": "hi?"})));
     }
 
     #[test]
