@@ -161,7 +161,11 @@ impl Registry {
     pub fn catalog(&self) -> Catalog {
         let mut catalog = Catalog::default();
         for task in self.tasks.values() {
-            if let Err(e) = catalog.insert(task.spec()) {
+            // The worker checks inputs only: its patterns are for the dispatcher, and compiled
+            // they would cost this process megabytes it never uses.
+            let mut spec = task.spec();
+            spec.patterns.clear();
+            if let Err(e) = catalog.insert(spec) {
                 tracing::warn!(error = %e, "a task's schema does not compile; its inputs are not checked");
             }
         }
