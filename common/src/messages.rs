@@ -253,6 +253,10 @@ pub struct TaskMessage {
     /// without running it, and cancels a run still going at that moment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// Who approved it, for a task that requires approval (`fleet approve`): the final status
+    /// record keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// The priority it waits at: its subject is `<prefix>.tasks.<task>` for `normal` (the
     /// default, left out), `<prefix>.tasks-high.<task>` or `<prefix>.tasks-low.<task>`.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
@@ -586,6 +590,7 @@ impl StatusRecord {
         rec.llm = task.llm.clone();
         rec.routing = task.routing.clone();
         rec.deadline = task.deadline.clone();
+        rec.approved_by = task.approved_by.clone();
         rec.priority = Some(task.priority).filter(|p| !p.is_normal());
         if let Some(at) = &task.received_at {
             rec.created_at = at.clone();
@@ -660,6 +665,7 @@ mod tests {
             llm: None,
             routing: None,
             deadline: None,
+            approved_by: None,
             priority: Priority::Normal,
         };
         let mut r = TaskResult::for_task(&task, Outcome::Succeeded, 1);

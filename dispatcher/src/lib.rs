@@ -536,6 +536,7 @@ impl Dispatcher {
             llm: decision.usage,
             routing: Some(decision.routing),
             deadline: times.deadline.map(timing::rfc3339),
+            approved_by: None,
         };
         if requires_approval(&task.task, &catalog) {
             // Catalog policy, whichever tier routed it (the LLM included): a person decides.

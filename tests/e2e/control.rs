@@ -117,7 +117,11 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
         std::fs::read_to_string(&file).expect("note written"),
         "deployed\n"
     );
-    env.client.wait_state("approve-me", "succeeded").await;
+    let approved = env.client.wait_state("approve-me", "succeeded").await;
+    assert_eq!(
+        approved["approved_by"], "alice",
+        "the final record says who approved it: {approved:#}"
+    );
     let again = env.cli(&["approve", "approve-me"]).await;
     assert_eq!(again.code, Some(1), "{again}");
 

@@ -204,6 +204,7 @@ impl Fleet {
                 routing: approved.routing.clone(),
                 priority: approved.priority.unwrap_or_default(),
                 deadline: approved.deadline.clone(),
+                approved_by: approved.approved_by.clone(),
             };
             self.publish_task(&message).await?;
             return Ok(Approval::Approved(Box::new(approved)));

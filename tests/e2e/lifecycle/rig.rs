@@ -130,6 +130,7 @@ impl Rig {
             routing: None,
             priority: Default::default(),
             deadline: None,
+            approved_by: None,
         };
         self.fleet.queue(ticket, &task).await.expect("queue");
     }
