@@ -161,6 +161,18 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
         "an expired request cannot be approved"
     );
 
+    // Cancelled while it awaits approval: it ends `cancelled` and can no longer be approved.
+    env.client.publish_json(&note("cancel-me", "never")).await;
+    env.client.wait_state("cancel-me", "awaiting_approval").await;
+    let out = env.cli(&["cancel", "cancel-me"]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_outcome(
+        &env.client.wait_result("cancel-me", WAIT).await,
+        "cancelled",
+        Some("cancelled"),
+    );
+    assert_eq!(env.cli(&["approve", "cancel-me"]).await.code, Some(1));
+
     // A task published straight on fleet.tasks.note.append, skipping the dispatcher, never
     // runs unapproved.
     let task = json!({
@@ -214,7 +226,7 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
         ])
         .await
         .json();
-    assert_eq!(page["total"], 6, "{page:#}");
+    assert_eq!(page["total"], 7, "{page:#}");
     assert_eq!(
         page["requests"].as_array().map(Vec::len),
         Some(2),
