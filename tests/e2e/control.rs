@@ -163,7 +163,9 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
 
     // Cancelled while it awaits approval: it ends `cancelled` and can no longer be approved.
     env.client.publish_json(&note("cancel-me", "never")).await;
-    env.client.wait_state("cancel-me", "awaiting_approval").await;
+    env.client
+        .wait_state("cancel-me", "awaiting_approval")
+        .await;
     let out = env.cli(&["cancel", "cancel-me"]).await;
     assert_eq!(out.code, Some(0), "{out}");
     assert_outcome(
