@@ -10,6 +10,7 @@
 //!
 //! - [`config`] - settings.
 //! - [`intake`] - reading a request (text or JSON), its id, and rejections.
+//! - [`control`] - cancel, approve and deny over plain NATS.
 //! - [`classifier`] - the `Classify` trait and the built-in rules.
 //! - [`publisher`] - publishing tasks and `rejected` results.
 //! - [`settler`] - the final state of results stored by workers in other languages.
@@ -18,6 +19,7 @@
 
 pub mod classifier;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod intake;
 pub mod metrics;
@@ -153,6 +155,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let tracker = TaskTracker::new();
     // Core NATS, no consumer: results the fleet's own code stored are skipped by a header.
     tracker.spawn(settler::run(fleet.clone(), stop.clone()));
+    // Core NATS too: cancel / approve / deny sent with a plain `nats pub`.
+    tracker.spawn(control::run(fleet.clone(), stop.clone()));
     let pulling = tokio::spawn(pull::run(
         consumer,
         Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),

@@ -273,3 +273,67 @@ async fn an_llm_routed_request_still_waits_for_approval() {
         Some("denied"),
     );
 }
+
+/// Everything `fleet cancel`, `approve` and `deny` do works from a plain `nats pub` / `nats req`
+/// on `fleet.cancel.<id>`, `fleet.approve.<id>` and `fleet.deny.<id>` (the body is the reason).
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_nats_cancels_approves_and_denies() {
+    let notes = TempDir::new("notes").expect("temp dir");
+    let dir = notes.path().to_string_lossy().into_owned();
+    let env = TestEnv::start_with(|b| b.env("FLEET_NOTES_DIR", &dir)).await;
+    let nats = env.client.nats();
+    let ask = |subject: String, body: &'static str| async move {
+        let reply = nats
+            .request(subject, body.into())
+            .await
+            .expect("an answer from a dispatcher");
+        serde_json::from_slice::<Value>(&reply.payload).expect("JSON answer")
+    };
+
+    env.client
+        .publish_json(&note("nats-approve", "via nats"))
+        .await;
+    env.client
+        .wait_state("nats-approve", "awaiting_approval")
+        .await;
+    let answer = ask("fleet.approve.nats-approve".into(), "").await;
+    assert_eq!(answer["changed"], true, "{answer:#}");
+    assert_outcome(
+        &env.client.wait_result("nats-approve", WAIT).await,
+        "succeeded",
+        None,
+    );
+
+    env.client.publish_json(&note("nats-deny", "nope")).await;
+    env.client
+        .wait_state("nats-deny", "awaiting_approval")
+        .await;
+    let answer = ask("fleet.deny.nats-deny".into(), "no ticket").await;
+    assert_eq!(answer["changed"], true, "{answer:#}");
+    let message = assert_outcome(
+        &env.client.wait_result("nats-deny", WAIT).await,
+        "rejected",
+        Some("denied"),
+    );
+    assert!(message.contains("no ticket"), "{message}");
+
+    // A plain publish, no reply: the scheduled request is cancelled and never runs.
+    env.client
+        .publish_json(&json!({
+            "id": "nats-cancel",
+            "task": "text.transform",
+            "input": {"text": "x", "op": "upper"},
+            "delay": "2s",
+        }))
+        .await;
+    env.client.wait_state("nats-cancel", "scheduled").await;
+    nats.publish("fleet.cancel.nats-cancel", "".into())
+        .await
+        .expect("publish");
+    let result = env.client.wait_result("nats-cancel", WAIT).await;
+    assert_outcome(&result, "cancelled", Some("cancelled"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.client.result_count("nats-cancel").await, 1);
+    let answer = ask("fleet.cancel.nats-cancel".into(), "").await;
+    assert_eq!(answer["changed"], false, "{answer:#}");
+}

@@ -268,8 +268,12 @@ async fn a_client_cannot_publish_tasks_write_the_catalog_or_read_other_replies()
     let admin_js = admin.jetstream();
 
     let (client, mut errors) = connect_as(&nats, "client-a").await;
-    // Publishing a task behind the dispatcher's back, writing the catalog, managing streams.
+    // Publishing a task behind the dispatcher's back, writing the catalog, managing streams,
+    // cancelling, approving or denying (operators' verbs).
     for subject in [
+        "fleet.cancel.some-id",
+        "fleet.approve.some-id",
+        "fleet.deny.some-id",
         "fleet.tasks.text.transform",
         "fleet.tasks-high.text.transform",
         "$KV.fleet-catalog.text.transform",

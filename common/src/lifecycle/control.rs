@@ -21,6 +21,33 @@ use crate::{
 /// How long `list` waits for the status bucket's records before it answers with what it has.
 const LIST_READ_LIMIT: Duration = Duration::from_secs(10);
 
+/// The control subjects' verbs: `<prefix>.<verb>.<id>`.
+const CONTROL_VERBS: [&str; 3] = ["cancel", "approve", "deny"];
+
+/// Header naming who sent a control request over plain NATS.
+pub const BY_HEADER: &str = "Fleet-By";
+
+fn answered(
+    id: &str,
+    changed: bool,
+    state: Option<State>,
+    result: Option<TaskResult>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({"request_id": id, "changed": changed});
+    if let Some(state) = state {
+        v["state"] = serde_json::json!(state);
+    }
+    if let Some(result) = result {
+        v["state"] = serde_json::json!(State::from(result.status));
+        v["result"] = serde_json::json!(result);
+    }
+    v
+}
+
+fn unknown(id: &str) -> serde_json::Value {
+    serde_json::json!({"request_id": id, "changed": false, "error": "no request with this id is known"})
+}
+
 /// What [`Fleet::cancel`] did.
 #[derive(Debug, Clone)]
 pub enum Cancellation {
@@ -255,6 +282,90 @@ impl Fleet {
             .subscribe(self.topology.cancel_wildcard())
             .await
             .map_err(|e| Error::js("subscribe to cancellation notices", e))
+    }
+
+    /// The operators' requests over plain NATS, shared among the dispatchers (queue group
+    /// `<prefix>-control`): `<prefix>.cancel.<id>`, `<prefix>.approve.<id>` and
+    /// `<prefix>.deny.<id>` (the body is the reason), for [`Fleet::answer_control`]. The same
+    /// cancel subject carries `fleet cancel`'s notices; handling one again finds the result
+    /// stored and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when a subscription cannot be opened.
+    pub async fn control_requests(&self) -> Result<Vec<async_nats::Subscriber>, Error> {
+        let group = format!("{}-control", self.topology.prefix());
+        let mut subs = Vec::new();
+        for verb in CONTROL_VERBS {
+            let subject = format!("{}.{verb}.*", self.topology.prefix());
+            subs.push(
+                self.client
+                    .queue_subscribe(subject, group.clone())
+                    .await
+                    .map_err(|e| Error::js("subscribe to control requests", e))?,
+            );
+        }
+        Ok(subs)
+    }
+
+    /// Does what a control request (see [`Fleet::control_requests`]) asks, by the same verbs
+    /// as the `fleet` client, and answers its reply subject, if it has one, with JSON:
+    /// `{"request_id", "changed", "state"?, "result"?, "error"?}`. Who acted is the
+    /// `Fleet-By` header, else `nats`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JetStream`] when the verb's reads or writes fail.
+    pub async fn answer_control(&self, msg: &async_nats::Message) -> Result<(), Error> {
+        let rest = msg
+            .subject
+            .strip_prefix(self.topology.prefix())
+            .and_then(|r| r.strip_prefix('.'))
+            .unwrap_or_default();
+        let (verb, id) = rest.split_once('.').unwrap_or(("", ""));
+        let by = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(BY_HEADER))
+            .map(|v| v.as_str().chars().take(64).collect::<String>())
+            .unwrap_or_else(|| "nats".to_owned());
+        let answer = if !crate::messages::is_valid_id(id) {
+            serde_json::json!({"request_id": id, "changed": false, "error": "not a request id"})
+        } else {
+            match verb {
+                "cancel" => match self.cancel(id, &by).await? {
+                    Cancellation::Cancelled(r) => answered(id, true, None, Some(*r)),
+                    Cancellation::Finished(r) => answered(id, false, None, Some(*r)),
+                    Cancellation::Unknown => unknown(id),
+                },
+                "approve" => match self.approve(id, &by).await? {
+                    Approval::Approved(rec) => answered(id, true, Some(rec.state), None),
+                    Approval::Finished(r) => answered(id, false, None, Some(*r)),
+                    Approval::NotAwaiting(state) => answered(id, false, Some(state), None),
+                    Approval::Unknown => unknown(id),
+                },
+                "deny" => {
+                    let reason = String::from_utf8_lossy(&msg.payload).trim().to_owned();
+                    let reason = (!reason.is_empty()).then_some(reason);
+                    match self.deny(id, reason.as_deref(), &by).await? {
+                        Denial::Denied(r) => answered(id, true, None, Some(*r)),
+                        Denial::Finished(r) => answered(id, false, None, Some(*r)),
+                        Denial::NotAwaiting(state) => answered(id, false, Some(state), None),
+                        Denial::Unknown => unknown(id),
+                    }
+                }
+                _ => {
+                    serde_json::json!({"request_id": id, "changed": false, "error": "unknown verb"})
+                }
+            }
+        };
+        if let Some(reply) = &msg.reply {
+            self.client
+                .publish(reply.clone(), answer.to_string().into())
+                .await
+                .map_err(|e| Error::js("answer a control request", e))?;
+        }
+        Ok(())
     }
 
     /// Lists requests by their status records: those in `state` (all when `None`) for `task`

@@ -41,7 +41,7 @@ pub mod timing;
 mod view;
 
 pub use attempts::{Attempt, RUNNING_VISIBLE_AFTER, Retried, Start};
-pub use control::{Approval, Cancellation, Denial, Listed};
+pub use control::{Approval, BY_HEADER, Cancellation, Denial, Listed};
 pub use records::DeadLetter;
 pub use replay::Replayed;
 pub use requests::{
