@@ -41,7 +41,12 @@ impl Cancels {
     /// Registers a request about to run; `None` when it was cancelled already (do not run it).
     pub fn start(&self, id: &str) -> Option<CancellationToken> {
         let mut inner = self.lock();
-        if inner.noticed.contains_key(id) {
+        // Only a recent notice counts: an id may come back once its result has expired.
+        if inner
+            .noticed
+            .get(id)
+            .is_some_and(|at| at.elapsed() < REMEMBERED)
+        {
             return None;
         }
         let token = CancellationToken::new();
