@@ -26,8 +26,6 @@ pub struct Decision {
     pub usage: Option<LlmUsage>,
     /// Why this tier decided, and how (recorded in the status record and the result).
     pub routing: Routing,
-    /// The LLM gave this answer only after a corrective retry (its first was not usable).
-    pub corrected: bool,
 }
 
 // === impl Decision ===
@@ -41,7 +39,6 @@ impl Decision {
             by,
             usage: None,
             routing: Routing::default(),
-            corrected: false,
         }
     }
 

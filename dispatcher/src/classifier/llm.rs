@@ -211,7 +211,6 @@ impl LlmClassifier {
                     decision.routing.model = Some(self.llm.model().to_owned());
                     decision.routing.grounded = Some(true);
                     decision.routing.llm_calls = round + 1;
-                    decision.corrected = round > 0;
                     decision.routing.reason = if round == 0 {
                         "LLM answer, valid and grounded".into()
                     } else {

@@ -48,28 +48,6 @@ pub fn fallback(text: &str, catalog: &Catalog, why: &str) -> Decision {
     }
 }
 
-/// An LLM decision, unless it is `chat` given only after a corrective retry while the patterns'
-/// best guess ([`fallback`]) is another task: a model that needed correcting and then fell back
-/// to `chat` showed no knowledge of the request, and the patterns' guess is never worse than
-/// routing without an LLM. The LLM's calls, model and usage stay recorded.
-pub fn over_corrected_chat(decision: Decision, text: &str, catalog: &Catalog) -> Decision {
-    if decision.task != FALLBACK_TASK || !decision.corrected {
-        return decision;
-    }
-    let mut guess = fallback(
-        text,
-        catalog,
-        "LLM answered chat only after a corrective retry",
-    );
-    if guess.task == FALLBACK_TASK {
-        return decision;
-    }
-    guess.usage = decision.usage;
-    guess.routing.llm_calls = decision.routing.llm_calls;
-    guess.routing.model = decision.routing.model;
-    guess
-}
-
 /// Words that open a question ("what …", "does …", "is …").
 const QUESTION_WORDS: &[&str] = &[
     "what", "what's", "whats", "why", "how", "how's", "which", "who", "who's", "whose", "whom",
@@ -181,39 +159,6 @@ mod tests {
         // A hint alone is not certain.
         assert!(certain("be loud: 'hey'", &c).is_none());
         assert!(certain("what is the weather?", &c).is_none());
-    }
-
-    #[test]
-    fn a_hint_wins_over_chat_answered_only_after_a_retry() {
-        let c = catalog();
-        let text = "be loud: 'hey'";
-        let mut llm = chat(text);
-        llm.by = ClassifiedBy::Llm;
-        llm.routing.llm_calls = 2;
-        llm.routing.model = Some("m".into());
-        // Answered at once: the LLM's chat stands.
-        assert_eq!(over_corrected_chat(llm.clone(), text, &c), llm);
-        // After a corrective retry: the hint wins, the LLM's calls stay recorded.
-        llm.corrected = true;
-        let d = over_corrected_chat(llm.clone(), text, &c);
-        assert_eq!(route(&d), ("shout", &json!({"text": "hey"})));
-        assert_eq!(d.by, ClassifiedBy::Patterns);
-        assert_eq!(d.routing.llm_calls, 2);
-        assert_eq!(d.routing.model.as_deref(), Some("m"));
-        // Not for a question, nor when no pattern matched, nor for another task.
-        let q = "is it loud: 'hey'?";
-        let mut asked = chat(q);
-        asked.corrected = true;
-        assert_eq!(over_corrected_chat(asked.clone(), q, &c), asked);
-        let mut none = chat("what is the weather");
-        none.corrected = true;
-        assert_eq!(
-            over_corrected_chat(none.clone(), "what is the weather", &c),
-            none
-        );
-        let mut other = Decision::new("echo", json!({"text": "x"}), ClassifiedBy::Llm);
-        other.corrected = true;
-        assert_eq!(over_corrected_chat(other.clone(), text, &c), other);
     }
 
     #[test]

@@ -9,8 +9,7 @@
 //! 4. **One corrective retry**, telling the model in a sentence what was wrong (never sending
 //!    its whole answer back: a small model's rambling would overflow its context).
 //! 5. **The patterns' best guess** (a certain match that others contradicted, or a hint
-//!    unless the request is a question), else **`chat`** with the whole request. The best
-//!    guess also wins over an LLM that answered `chat` only after a corrective retry.
+//!    unless the request is phrased as a question), else **`chat`** with the whole request.
 //!
 //! Every decision says which tier decided and why (`Decision::routing`), for the status
 //! record, the result, the `fleet_requests_classified_total{method}` metric and the spans.
@@ -45,7 +44,7 @@ impl Router {
             return patterns::fallback(text, catalog, "no LLM configured");
         };
         match llm.decide(text, catalog).await {
-            Ok(decision) => patterns::over_corrected_chat(decision, text, catalog),
+            Ok(decision) => decision,
             Err(ClassifyError::Unavailable(why)) => {
                 tracing::warn!(error = %why, "the LLM is unavailable; the patterns route this request");
                 patterns::fallback(text, catalog, "LLM unavailable")
