@@ -365,7 +365,7 @@ fn alert_signals_drop_the_last_top_level_comparison() {
 async fn prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_data() {
     let openai = FakeOpenAi::start().await;
     // The first routing call answers (with token counts); every later one fails, so the
-    // circuit opens after two failures and the rules route.
+    // circuit opens after two failures and the patterns route.
     openai.push(Reply::route("text.transform", json!({"text": "a", "op": "upper"})).usage(120, 14));
     openai.set_default(DefaultRoute::Reply(Reply::error(503, "overloaded")));
     let mut env = TestEnv::start_with(|b| {
@@ -424,10 +424,12 @@ async fn prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
         env.client.publish_json(&request).await;
     }
     // Routed one at a time so the LLM's answers come in order: ok, error, error, circuit open.
+    // Only a pattern's hint matches these words, so each one reaches the LLM (or its breaker)
+    // and the hint decides when it cannot.
     for (i, letter) in ["a", "b", "c", "d"].iter().enumerate() {
         let id = format!("p-llm-{i}");
         env.client
-            .publish_with_id(&id, format!("Make the letter `{letter}` uppercase"))
+            .publish_with_id(&id, format!("So, about `{letter}`: uppercase would be nice"))
             .await;
         assert_outcome(&env.client.wait_result(&id, WAIT).await, "succeeded", None);
     }
