@@ -536,6 +536,10 @@ pub struct StatusRecord {
     /// Who approved it (set by `fleet approve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Who is denying it (set by `fleet deny` before it stores the `rejected` result, by a
+    /// compare-and-set that a racing approval then loses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<String>,
     /// How many deliveries of the request message the dispatcher handed back on purpose
     /// (waiting for its time or for approval): they are not failed deliveries.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -574,6 +578,7 @@ impl StatusRecord {
             metadata: None,
             approvers: None,
             approved_by: None,
+            denied_by: None,
             parked: 0,
             priority: None,
             created_at: now.clone(),

@@ -125,6 +125,25 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
     let again = env.cli(&["approve", "approve-me"]).await;
     assert_eq!(again.code, Some(1), "{again}");
 
+    // A denial that has claimed the record (its compare-and-set done, its result not stored
+    // yet) wins over an approval racing it: the approval runs nothing.
+    env.client.publish_json(&note("claimed", "race")).await;
+    env.client.wait_state("claimed", "awaiting_approval").await;
+    env.client
+        .change_status("claimed", |r| r["denied_by"] = json!("carol"))
+        .await;
+    let raced = env.cli(&["approve", "claimed", "--as", "alice"]).await;
+    assert_ne!(raced.code, Some(0), "{raced}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.client.result("claimed").await.is_none(), "nothing ran");
+    let out = env.cli(&["deny", "claimed", "--as", "carol"]).await;
+    assert_eq!(out.code, Some(0), "the claiming denial completes: {out}");
+    assert_outcome(
+        &env.client.wait_result("claimed", WAIT).await,
+        "rejected",
+        Some("denied"),
+    );
+
     // Denied: rejected with kind `denied` and the reason; never runs.
     env.client.publish_json(&note("deny-me", "rm -rf")).await;
     env.client.wait_state("deny-me", "awaiting_approval").await;
@@ -228,7 +247,7 @@ async fn approval_is_asked_for_and_approve_runs_deny_rejects_deadline_expires() 
         ])
         .await
         .json();
-    assert_eq!(page["total"], 7, "{page:#}");
+    assert_eq!(page["total"], 8, "{page:#}");
     assert_eq!(
         page["requests"].as_array().map(Vec::len),
         Some(2),

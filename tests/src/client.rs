@@ -264,6 +264,30 @@ impl Client {
         Some(parse_json(&value, "a status record"))
     }
 
+    /// Rewrites the status record of `id` with `change` applied, as a process of the fleet
+    /// would (a compare-and-set on the revision read).
+    ///
+    /// # Panics
+    ///
+    /// When there is no record, or it cannot be written.
+    pub async fn change_status(&self, id: &str, change: impl FnOnce(&mut Value)) {
+        let kv = self
+            .js
+            .get_key_value(STATUS_BUCKET)
+            .await
+            .expect("the status bucket");
+        let entry = kv
+            .entry(id)
+            .await
+            .expect("read the status")
+            .expect("a status record");
+        let mut record = parse_json(&entry.value, "a status record");
+        change(&mut record);
+        kv.update(id, record.to_string().into(), entry.revision)
+            .await
+            .expect("write the status");
+    }
+
     /// Waits up to `timeout` for the status of `id` to satisfy `pred`.
     ///
     /// # Panics

@@ -182,6 +182,11 @@ impl Fleet {
                 return Ok(Approval::Unknown);
             };
             let approved = match record.state {
+                // A denial claimed it first: its `rejected` result is being stored.
+                State::AwaitingApproval if record.denied_by.is_some() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 State::AwaitingApproval => {
                     if record
                         .deadline
@@ -249,15 +254,37 @@ impl Fleet {
     ///
     /// [`Error::JetStream`] when the result or the status cannot be read or written.
     pub async fn deny(&self, id: &str, reason: Option<&str>, by: &str) -> Result<Denial, Error> {
-        if let Some(result) = self.result(id).await? {
-            return Ok(Denial::Finished(Box::new(result)));
+        let mut claimed = None;
+        for _ in 0..5 {
+            if let Some(result) = self.result(id).await? {
+                return Ok(Denial::Finished(Box::new(result)));
+            }
+            let Some((Some(record), revision)) = self.status_entry(id).await? else {
+                return Ok(Denial::Unknown);
+            };
+            if record.state != State::AwaitingApproval {
+                return Ok(Denial::NotAwaiting(record.state));
+            }
+            if record.denied_by.is_some() {
+                claimed = Some(record);
+                break;
+            }
+            // Claim the record first, by the same compare-and-set an approval needs: of an
+            // approval and a denial racing, exactly one wins, and a denied task never runs.
+            let mut next = record.clone();
+            next.denied_by = Some(by.to_owned());
+            next.updated_at = now();
+            if self.update_status(&next, revision).await? {
+                claimed = Some(next);
+                break;
+            }
         }
-        let Some(record) = self.status_of(id).await? else {
-            return Ok(Denial::Unknown);
+        let Some(record) = claimed else {
+            return Err(Error::js(
+                "deny",
+                "the request's status kept changing under the denial; try again",
+            ));
         };
-        if record.state != State::AwaitingApproval {
-            return Ok(Denial::NotAwaiting(record.state));
-        }
         let message = match reason {
             Some(r) if !r.trim().is_empty() => format!("denied by {by}: {}", r.trim()),
             _ => format!("denied by {by} (no reason given)"),
