@@ -429,7 +429,10 @@ async fn prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
     for (i, letter) in ["a", "b", "c", "d"].iter().enumerate() {
         let id = format!("p-llm-{i}");
         env.client
-            .publish_with_id(&id, format!("So, about `{letter}`: uppercase would be nice"))
+            .publish_with_id(
+                &id,
+                format!("So, about `{letter}`: uppercase would be nice"),
+            )
             .await;
         assert_outcome(&env.client.wait_result(&id, WAIT).await, "succeeded", None);
     }
