@@ -95,15 +95,7 @@ pub async fn run(config: &DelaysConfig) -> Result<DelaysReport, Error> {
     let mut procs = FleetProcs::new(&config.bin_dir, work.path(), &nats.url(), &settings, 1)?;
     procs.start_all(Duration::from_secs(30)).await?;
 
-    let client = async_nats::connect(nats.url())
-        .await
-        .map_err(|e| Error::nats("connect", e))?;
-    let js = async_nats::jetstream::new(client.clone());
-    let mut results = client
-        .subscribe("fleet.results.*")
-        .await
-        .map_err(|e| Error::nats("subscribe to results", e))?;
-    client.flush().await.map_err(|e| Error::nats("flush", e))?;
+    let (js, mut results) = crate::load::results_client(&nats.url()).await?;
 
     let n = config.requests.max(1);
     let first = OffsetDateTime::now_utc() + config.lead;

@@ -203,3 +203,24 @@ pub async fn run(
         mean_ms: mean,
     })
 }
+
+/// A client of the fleet at `url` for a benchmark: JetStream on a new connection, and a
+/// subscription to every result (`fleet.results.*`) on it, flushed so none is missed.
+///
+/// # Errors
+///
+/// [`Error`] when NATS cannot be reached or subscribed to.
+pub async fn results_client(
+    url: &str,
+) -> Result<(async_nats::jetstream::Context, async_nats::Subscriber), Error> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| Error::nats("connect", e))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let results = client
+        .subscribe("fleet.results.*")
+        .await
+        .map_err(|e| Error::nats("subscribe to results", e))?;
+    client.flush().await.map_err(|e| Error::nats("flush", e))?;
+    Ok((js, results))
+}

@@ -65,6 +65,17 @@ pub enum PullStyle {
     Inline,
 }
 
+impl PullStyle {
+    /// Its name in the scenarios' names.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Bounded => "bounded",
+            Self::Stream => "stream",
+            Self::Inline => "inline",
+        }
+    }
+}
+
 /// What the relay does per request.
 #[derive(Debug, Clone, Serialize)]
 pub struct Variant {
@@ -112,13 +123,8 @@ impl Variant {
     /// The fleet's round trips as they are now (the duplicate guard, the task, the result, the
     /// final state; fleet-sized JSON and headers), pulled `pull`-style at `concurrency`.
     pub fn lean(pull: PullStyle, concurrency: usize) -> Self {
-        let style = match pull {
-            PullStyle::Bounded => "bounded",
-            PullStyle::Stream => "stream",
-            PullStyle::Inline => "inline",
-        };
         Self {
-            name: format!("relay-fleet-{style}"),
+            name: format!("relay-fleet-{}", pull.label()),
             status_writes: true,
             lean_status: true,
             headers: true,
@@ -175,13 +181,8 @@ impl Variant {
 
     /// One publish and one ack per hop, pulled `pull`-style.
     fn min_with(pull: PullStyle, concurrency: usize, batch: usize) -> Self {
-        let style = match pull {
-            PullStyle::Bounded => "bounded",
-            PullStyle::Stream => "stream",
-            PullStyle::Inline => "inline",
-        };
         Self {
-            name: format!("rmin-{style}-c{concurrency}"),
+            name: format!("rmin-{}-c{concurrency}", pull.label()),
             status_writes: false,
             lean_status: false,
             headers: false,
