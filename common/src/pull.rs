@@ -59,6 +59,8 @@ pub async fn run<F, Fut>(
     let progress_every = (consumer.cached_info().config.ack_wait / 3)
         .clamp(Duration::from_millis(100), WAITING_PROGRESS);
     let mut running = FuturesUnordered::new();
+    // The open pull request when `stop` came, to give back once the handlers are on `tracker`.
+    let mut leftover = None;
     let start = |msg: Message, permit: OwnedSemaphorePermit| {
         let work = AssertUnwindSafe(handle(msg)).catch_unwind();
         async move {
@@ -106,7 +108,7 @@ pub async fn run<F, Fut>(
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => {
-                    give_back(batch).await;
+                    leftover = Some(batch);
                     break 'pulls;
                 }
                 Some(()) = running.next(), if !running.is_empty() => continue,
@@ -134,7 +136,7 @@ pub async fn run<F, Fut>(
                                 if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
                                     tracing::debug!(error = %e, "cannot give back a message; it redelivers after its ack wait");
                                 }
-                                give_back(batch).await;
+                                leftover = Some(batch);
                                 break 'pulls;
                             }
                             Some(()) = running.next(), if !running.is_empty() => {}
@@ -154,9 +156,13 @@ pub async fn run<F, Fut>(
             running.push(start(msg, permit));
         }
     }
-    // Stopped: what is running finishes on the tracker, which the caller drains.
+    // Stopped: what is running finishes on the tracker, which the caller drains, and goes on
+    // while the rest of the open pull request is given back.
     if !running.is_empty() {
         tracker.spawn(async move { while running.next().await.is_some() {} });
+    }
+    if let Some(batch) = leftover {
+        give_back(batch).await;
     }
 }
 
