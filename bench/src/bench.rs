@@ -385,7 +385,7 @@ async fn measure(
             .iter()
             .filter_map(|(name, end)| {
                 let start = before.get(name)?;
-                let us = end.saturating_sub(*start) as f64 * 1e6 / clock_ticks();
+                let us = end.saturating_sub(*start) as f64 * 1e6 / CLOCK_TICKS;
                 Some((name.clone(), us / concurrent.completed.max(1) as f64))
             })
             .collect();
@@ -441,9 +441,7 @@ fn cpu_of(pids: &[(String, u32)]) -> BTreeMap<String, u64> {
 }
 
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
-fn clock_ticks() -> f64 {
-    100.0
-}
+const CLOCK_TICKS: f64 = 100.0;
 
 /// The bench's own client connection.
 async fn client(url: &str) -> Result<async_nats::Client, Error> {
