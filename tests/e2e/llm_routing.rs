@@ -376,6 +376,47 @@ async fn answers_invalid_twice_are_routed_by_the_patterns_best_guess() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn chat_answered_only_after_a_retry_does_not_overrule_a_hint() {
+    let openai = FakeOpenAi::start().await;
+    let env = start(&openai, |b| b).await;
+
+    // A hint (the word "repository" and a repository) names the GitHub task; the model's
+    // first answer is unusable, its retry answers `chat` with the whole request: the hint wins.
+    let text = "Look into the repository helm/helm for me";
+    openai.push(Reply::content("I think this is about helm."));
+    openai.push(Reply::route("chat", json!({"prompt": text})));
+    let result = request(&env, "retry-chat-hint", text).await;
+    assert_eq!(result["classified_by"], "patterns", "{result:#}");
+    assert_eq!(result["task"], "github.repo_info", "{result:#}");
+    assert_eq!(
+        result["input"],
+        json!({"owner": "helm", "repo": "helm"}),
+        "{result:#}"
+    );
+    let reason = result["routing"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("after a corrective retry is chat"),
+        "the reason says why the answer was not used: {result:#}"
+    );
+    assert_eq!(openai.routing_calls_for(text).len(), 2);
+
+    // No pattern matches: `chat` after a retry is the model's answer and is used.
+    let text = "Could you muse on the thing with jkl";
+    openai.push(Reply::content("Hmm."));
+    openai.push(Reply::route("chat", json!({"prompt": text})));
+    let result = request(&env, "retry-chat-alone", text).await;
+    assert_eq!(result["classified_by"], "llm", "{result:#}");
+    assert_eq!(result["task"], "chat", "{result:#}");
+
+    // `chat` in the first answer is the model's choice, hint or not.
+    let text = "Look into the repository helm/charts for me";
+    openai.push(Reply::route("chat", json!({"prompt": text})));
+    let result = request(&env, "first-chat-hint", text).await;
+    assert_eq!(result["classified_by"], "llm", "{result:#}");
+    assert_eq!(result["task"], "chat", "{result:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_and_server_errors_are_retried() {
     let openai = FakeOpenAi::start().await;
     let env = start(&openai, |b| b).await;

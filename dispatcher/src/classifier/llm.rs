@@ -4,7 +4,10 @@
 //! task's schema and is found in the request's words ([`super::grounding`]), and must not be
 //! cut at `max_tokens`. An invalid answer is retried once with a one-sentence error (the bad
 //! answer itself is never sent back: a small model's rambling would overflow its context),
-//! then the router takes the patterns' best guess. Calls that fail (after async-openai's
+//! then the router takes the patterns' best guess. A model that needed that retry and then
+//! answered `chat` is not trusted over a pattern's hint for another task: the best guess routes
+//! (a weak model's retry often falls back to `chat` with the whole request, which is always
+//! grounded). Calls that fail (after async-openai's
 //! retries of 429, 5xx and connection errors, honouring Retry-After) count toward a circuit
 //! breaker; while it is open the patterns route without calling the LLM. Decisions are cached
 //! by normalised text, catalog version and model; at most a bounded number of calls are in
@@ -204,6 +207,17 @@ impl LlmClassifier {
                 }
                 Answer::Valid(decision) => grounded(decision, catalog, text),
                 invalid => invalid,
+            };
+            let answer = match answer {
+                Answer::Valid(decision) if round > 0 && decision.task == FALLBACK_TASK => {
+                    match super::patterns::hinted_task(text, catalog) {
+                        Some(hinted) => Answer::Invalid(format!(
+                            "the answer after a corrective retry is {FALLBACK_TASK}, and the patterns hint at {hinted}"
+                        )),
+                        None => Answer::Valid(decision),
+                    }
+                }
+                answer => answer,
             };
             match answer {
                 Answer::Valid(mut decision) => {

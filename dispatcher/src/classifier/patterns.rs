@@ -48,6 +48,13 @@ pub fn fallback(text: &str, catalog: &Catalog, why: &str) -> Decision {
     }
 }
 
+/// The task the patterns' best guess names when it is not `chat` (a certain match that others
+/// contradicted, or a hint that decides).
+pub fn hinted_task(text: &str, catalog: &Catalog) -> Option<String> {
+    let guess = fallback(text, catalog, "");
+    (guess.task != FALLBACK_TASK).then_some(guess.task)
+}
+
 /// Words that open a question ("what …", "does …", "is …").
 const QUESTION_WORDS: &[&str] = &[
     "what", "what's", "whats", "why", "how", "how's", "which", "who", "who's", "whose", "whom",

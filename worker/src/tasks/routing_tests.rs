@@ -89,6 +89,15 @@ fn text_transformations_route_by_pattern() {
             "quiet please",
             "upper",
         ),
+        // Short chat forms: "pls", "plz", "u", "ya", "thx".
+        ("lowercase plz: LOUD NOISES", "LOUD NOISES", "lower"),
+        (
+            "could u title-case 'war and peace'",
+            "war and peace",
+            "title",
+        ),
+        ("reverse 'stressed' pls", "stressed", "reverse"),
+        ("can ya make \"ok\" uppercase thx", "ok", "upper"),
     ];
     for (text, target, op) in cases {
         assert_eq!(

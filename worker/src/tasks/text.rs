@@ -64,7 +64,8 @@ impl Task for TextTransform {
 }
 
 /// Polite openings before a command.
-const POLITE: &str = r"(?:(?:please|pls|kindly|can you|could you|would you|will you|i want you to|i need you to|i'd like you to|help me|now|ok|okay)[\s,]+)*";
+/// The same short chat forms as the dispatcher's question words: "pls", "plz", "u", "ya".
+const POLITE: &str = r"(?:(?:please|pls|plz|kindly|(?:can|could|would|will)\s+(?:you|u|ya)|i want you to|i need you to|i'd like you to|help me|now|ok|okay)[\s,]+)*";
 /// Verbs that ask for a text to be rewritten.
 const VERB: &str = r"(?:make|convert|turn|change|transform|put|render|write|set|format|rewrite|spell|print|type|return|output|flip|show(?:\s+me)?|give\s+me)";
 /// Words that name the text ("the word", "this sentence", "it").
@@ -72,7 +73,7 @@ const NOUN: &str = r"(?:(?:(?:the|this|that|my)\s+)?(?:(?:following|given)\s+)?(
 /// The text itself, lazily, inside optional quotes.
 const TEXT: &str = r#"["'`“‘]?(?P<text>.+?)["'`”’]?"#;
 /// Courtesy and punctuation after a command.
-const END: &str = r"(?:[\s,]*(?:please|for me|thanks|thank you))*[\s.!?]*$";
+const END: &str = r"(?:[\s,]*(?:please|pls|plz|for me|thanks|thank you|thx))*[\s.!?]*$";
 
 /// Each operation: the words naming it as a result ("in capital letters") and as a verb
 /// ("uppercase X"). Upper comes before capitalize, so "capitalize all of X" is read as upper
@@ -126,7 +127,7 @@ pub(super) fn patterns() -> Vec<Pattern> {
         // "lower-case this text: QUIET PLEASE", "To upper case: the quick brown fox"
         out.push(
             Pattern::new(format!(
-                r"(?i)^{POLITE}(?:{VERB}\s+)?(?:{NOUN}\s+)?(?:(?:to|into|in|as)\s+)?(?:(?:all|its|an?|the)\s+)?(?:{result}|{verb})(?:\s+(?:format|form|style|letters|characters|please))?(?:\s+{NOUN})?\s*:\s*{TEXT}[\s.!]*$"
+                r"(?i)^{POLITE}(?:{VERB}\s+)?(?:{NOUN}\s+)?(?:(?:to|into|in|as)\s+)?(?:(?:all|its|an?|the)\s+)?(?:{result}|{verb})(?:\s+(?:format|form|style|letters|characters|please|pls|plz))?(?:\s+{NOUN})?\s*:\s*{TEXT}[\s.!]*$"
             ))
             .with("op", *op),
         );
