@@ -7,9 +7,8 @@
 //! then the router takes the patterns' best guess. A model that needed that retry and then
 //! answered `chat` is not trusted over a pattern's hint for another task: the best guess routes
 //! (a weak model's retry often falls back to `chat` with the whole request, which is always
-//! grounded). Calls that fail (after async-openai's
-//! retries of 429, 5xx and connection errors, honouring Retry-After) count toward a circuit
-//! breaker; while it is open the patterns route without calling the LLM. Decisions are cached
+//! grounded). Calls that fail (after async-openai's retries of 429, 5xx and connection errors,
+//! honouring Retry-After) count toward a circuit breaker; while it is open the patterns route without calling the LLM. Decisions are cached
 //! by normalised text, catalog version and model; at most a bounded number of calls are in
 //! flight.
 //!

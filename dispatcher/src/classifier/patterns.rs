@@ -208,6 +208,16 @@ mod tests {
     }
 
     #[test]
+    fn the_hinted_task_is_the_best_guess_unless_that_is_chat() {
+        let c = catalog();
+        assert_eq!(hinted_task("be loud: 'hey'", &c).as_deref(), Some("shout"));
+        assert_eq!(hinted_task("shout hi", &c).as_deref(), Some("echo"));
+        // A question with only a hint, or no match at all, leaves `chat`.
+        assert_eq!(hinted_task("is it loud: 'hey'?", &c), None);
+        assert_eq!(hinted_task("what is the weather?", &c), None);
+    }
+
+    #[test]
     fn the_best_guess_prefers_certain_matches_then_hints_then_chat() {
         let c = catalog();
         let d = fallback("shout hi", &c, "no LLM");

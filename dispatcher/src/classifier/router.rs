@@ -7,7 +7,8 @@
 //!    catalog; the answer must name a routable task, pass its schema, not be cut at
 //!    `max_tokens`, and be **grounded** (its free-text input found in the request's words).
 //! 4. **One corrective retry**, telling the model in a sentence what was wrong (never sending
-//!    its whole answer back: a small model's rambling would overflow its context).
+//!    its whole answer back: a small model's rambling would overflow its context). If it then
+//!    answers `chat` while a pattern hints at another task, the hint wins (step 5).
 //! 5. **The patterns' best guess** (a certain match that others contradicted, or a hint
 //!    unless the request is phrased as a question), else **`chat`** with the whole request.
 //!
