@@ -4,23 +4,23 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use crate::{TempDir, http_get, nats::free_port};
+use fleet_testkit::process::ChildProc;
+
+use crate::{TempDir, http_get, nats::free_port, tail};
 
 /// The model name the server reports.
 pub const LOCAL_MODEL: &str = "SmolLM2-135M-Instruct";
 
-/// A running local model server.
+/// A running local model server (the script `exec`s into it; killed on drop).
 pub struct LocalModel {
-    /// The server process (the script `exec`s into it).
-    child: Child,
+    /// The server process, its output in a log file.
+    proc: ChildProc,
     /// Its port on 127.0.0.1.
     port: u16,
-    /// Where its output goes.
-    log: PathBuf,
     /// Keeps the log directory alive.
     _dir: TempDir,
 }
@@ -36,27 +36,19 @@ impl LocalModel {
             .join("..")
             .join("deploy/llm/local-model.sh");
         let dir = TempDir::new("test-llm").expect("create a temporary directory");
-        let log = dir.path().join("local-model.log");
-        let out = std::fs::File::create(&log).expect("create the model server's log");
-        let err = out.try_clone().expect("clone the log handle");
         let port = free_port();
-        let child = Command::new("bash")
-            .arg(&script)
-            .args(["run", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).args(["run", "--port", &port.to_string()]);
+        let proc = ChildProc::spawn("local model", cmd, &dir.path().join("local-model.log"))
             .expect("start deploy/llm/local-model.sh");
         let mut model = Self {
-            child,
+            proc,
             port,
-            log,
             _dir: dir,
         };
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = model.child.try_wait() {
+            if let Some(status) = model.proc.exited() {
                 panic!(
                     "the local model server exited ({status}) before answering:\n{}",
                     model.log_tail()
@@ -88,15 +80,6 @@ impl LocalModel {
 
     /// The last lines of the server's output.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for LocalModel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tail(self.proc.log(), 30)
     }
 }

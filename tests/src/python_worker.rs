@@ -4,21 +4,21 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
+
+use fleet_testkit::process::ChildProc;
 
 use crate::TempDir;
 
 /// The task the Python worker runs.
 pub const PYTHON_TASK: &str = "text.wordcount";
 
-/// A running Python worker.
+/// A running Python worker (the `python3 worker.py` process, killed on drop).
 pub struct PythonWorker {
-    /// The `python3 worker.py` process.
-    child: Child,
-    /// Where its output goes.
-    log: PathBuf,
+    /// The process, its output in a log file.
+    proc: ChildProc,
     /// Keeps the log directory alive.
     _dir: TempDir,
 }
@@ -37,25 +37,15 @@ impl PythonWorker {
         let example = root.join("examples/python-worker");
         let lib = install(&root.join("target/python-worker-lib"), &example);
         let dir = TempDir::new("test-pyworker").expect("create a temporary directory");
-        let log = dir.path().join("worker.log");
-        let out = std::fs::File::create(&log).expect("create the worker's log");
-        let err = out.try_clone().expect("clone the log handle");
-        let child = Command::new(python())
-            .arg(example.join("worker.py"))
+        let mut cmd = Command::new(python());
+        cmd.arg(example.join("worker.py"))
             .env("NATS_URL", nats_url)
             .env("PYTHONPATH", &lib)
             .env("PYTHONUNBUFFERED", "1")
-            .env("FLEET_WORKER_ID", "py-test")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
+            .env("FLEET_WORKER_ID", "py-test");
+        let proc = ChildProc::spawn("python worker", cmd, &dir.path().join("worker.log"))
             .expect("start python3 worker.py");
-        let worker = Self {
-            child,
-            log,
-            _dir: dir,
-        };
+        let worker = Self { proc, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(120);
         while !worker.log_tail().contains("worker.py: ready") {
             assert!(
@@ -70,14 +60,7 @@ impl PythonWorker {
 
     /// The worker's output so far.
     pub fn log_tail(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for PythonWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::fs::read_to_string(self.proc.log()).unwrap_or_default()
     }
 }
 
