@@ -26,43 +26,31 @@ async fn chaos_loses_and_duplicates_nothing() {
         .arg("--bin-dir")
         .arg(fleet_tests::target_dir())
         .args(["chaos", "--requests", &requests, "--duration", "8s"])
-        .args([
-            "--dispatcher-restarts",
-            "1",
-            "--worker-stops",
-            "1",
-            "--settle",
-            "60s",
-        ]);
-    let BenchRun {
-        status,
-        stdout,
-        stderr,
-        summary,
-    } = run_bench(command, RUN_LIMIT).await;
-    eprintln!("{stdout}");
-    let figure = |name: &str| {
-        summary[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no figure `{name}` in {summary:#}"))
-    };
-    assert_eq!(figure("requests"), REQUESTS, "{summary:#}");
-    assert_eq!(figure("results"), REQUESTS, "every request has a result");
-    assert_eq!(figure("lost"), 0, "results lost");
-    assert_eq!(figure("stored_twice"), 0, "results stored twice");
-    assert_eq!(figure("status_mismatch"), 0, "status ≠ result: {summary:#}");
+        .args(SHORT_RUN_FAULTS);
+    let run = run_bench(command, RUN_LIMIT).await;
+    eprintln!("{}", run.stdout);
+    run.assert_promises_kept(REQUESTS);
+    assert!(run.figure("worker_kills") > 0, "workers were killed");
+    assert_eq!(run.figure("worker_stops"), 1, "a worker was frozen");
     assert!(
-        figure("max_dead_letters_per_id") <= 1,
-        "more than one dead letter for an id: {summary:#}"
-    );
-    assert!(figure("worker_kills") > 0, "workers were killed");
-    assert_eq!(figure("worker_stops"), 1, "a worker was frozen");
-    assert!(
-        status.success(),
-        "fleet-bench chaos exited with {}:\n{stdout}\n{stderr}",
-        status
+        run.status.success(),
+        "fleet-bench chaos exited with {}:\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
     );
 }
+
+/// The process faults of the short runs besides their worker kills: a dispatcher restart and
+/// a worker frozen past the ack wait, then up to a minute for the results to settle.
+pub(crate) const SHORT_RUN_FAULTS: [&str; 6] = [
+    "--dispatcher-restarts",
+    "1",
+    "--worker-stops",
+    "1",
+    "--settle",
+    "60s",
+];
 
 /// What a `fleet-bench` child process left: its exit status, its output and its JSON summary.
 pub(crate) struct BenchRun {
@@ -71,6 +59,49 @@ pub(crate) struct BenchRun {
     pub(crate) stderr: String,
     /// The last line of its output that is JSON.
     pub(crate) summary: Value,
+}
+
+// === impl BenchRun ===
+
+impl BenchRun {
+    /// The summary's figure `name`.
+    ///
+    /// # Panics
+    ///
+    /// When the summary has no such number.
+    pub(crate) fn figure(&self, name: &str) -> u64 {
+        self.summary[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no figure `{name}` in {:#}", self.summary))
+    }
+
+    /// Asserts what every chaos run promises for its `requests`: each has exactly one stored
+    /// result, none is lost or stored twice, every final status equals its result, and no id
+    /// has more than one dead letter.
+    pub(crate) fn assert_promises_kept(&self, requests: u64) {
+        let summary = &self.summary;
+        assert_eq!(self.figure("requests"), requests, "{summary:#}");
+        assert_eq!(
+            self.figure("results"),
+            requests,
+            "every request has a result: {summary:#}"
+        );
+        assert_eq!(self.figure("lost"), 0, "results lost: {summary:#}");
+        assert_eq!(
+            self.figure("stored_twice"),
+            0,
+            "results stored twice: {summary:#}"
+        );
+        assert_eq!(
+            self.figure("status_mismatch"),
+            0,
+            "status ≠ result: {summary:#}"
+        );
+        assert!(
+            self.figure("max_dead_letters_per_id") <= 1,
+            "more than one dead letter for an id: {summary:#}"
+        );
+    }
 }
 
 /// Runs `command` (a `fleet-bench` invocation) within `limit` and reads its JSON summary.

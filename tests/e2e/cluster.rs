@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::chaos::{BenchRun, run_bench};
+use crate::chaos::{SHORT_RUN_FAULTS, run_bench};
 
 /// How long the whole run may take before the test gives up (about 25 s on 2 cores: 14 s of
 /// chaos, a few seconds of settling; a leader killed by SIGKILL is replaced after 4–7 s).
@@ -51,53 +51,35 @@ async fn cluster_chaos_loses_and_duplicates_nothing() {
             "--node-down",
             "1500ms",
         ])
-        .args([
-            "--dispatcher-restarts",
-            "1",
-            "--worker-stops",
-            "1",
-            "--settle",
-            "60s",
-        ]);
-    let BenchRun {
-        status,
-        stdout,
-        stderr,
-        summary,
-    } = run_bench(command, RUN_LIMIT).await;
-    eprintln!("{stdout}\n(took {:.1} s)", started.elapsed().as_secs_f64());
-    let figure = |name: &str| {
-        summary[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no figure `{name}` in {summary:#}"))
-    };
-    assert_eq!(figure("nats_nodes"), 3, "a three-node cluster: {summary:#}");
-    assert_eq!(figure("stream_replicas"), 3, "R3 streams: {summary:#}");
-    assert_eq!(figure("requests"), REQUESTS, "{summary:#}");
-    assert_eq!(figure("lost"), 0, "results lost: {summary:#}");
-    assert_eq!(
-        figure("stored_twice"),
-        0,
-        "results stored twice: {summary:#}"
+        .args(SHORT_RUN_FAULTS);
+    let run = run_bench(command, RUN_LIMIT).await;
+    eprintln!(
+        "{}\n(took {:.1} s)",
+        run.stdout,
+        started.elapsed().as_secs_f64()
     );
-    assert_eq!(figure("status_mismatch"), 0, "status ≠ result: {summary:#}");
-    assert_eq!(figure("results"), REQUESTS, "every request has a result");
-    assert!(
-        figure("max_dead_letters_per_id") <= 1,
-        "more than one dead letter for an id: {summary:#}"
-    );
+    let summary = &run.summary;
     assert_eq!(
-        figure("node_kills"),
+        run.figure("nats_nodes"),
+        3,
+        "a three-node cluster: {summary:#}"
+    );
+    assert_eq!(run.figure("stream_replicas"), 3, "R3 streams: {summary:#}");
+    run.assert_promises_kept(REQUESTS);
+    assert_eq!(
+        run.figure("node_kills"),
         NODE_KILLS,
         "nodes were killed: {summary:#}"
     );
     assert!(
-        figure("leader_kills") >= 1,
+        run.figure("leader_kills") >= 1,
         "a stream's or consumer's leader was killed: {summary:#}"
     );
     assert!(
-        status.success(),
-        "fleet-bench chaos --cluster exited with {}:\n{stdout}\n{stderr}",
-        status
+        run.status.success(),
+        "fleet-bench chaos --cluster exited with {}:\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
     );
 }
