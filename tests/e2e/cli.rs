@@ -10,7 +10,7 @@ use std::{path::Path, time::Duration};
 
 use fleet_tests::{
     CliOutput, Client, Fleet, NatsServer, Repo, TempDir, TestEnv, WAIT, assert_outcome, binary,
-    poll_until,
+    poll_until, stats_by_task,
 };
 use serde_json::{Value, json};
 
@@ -268,20 +268,6 @@ async fn an_nkey_seed_file_logs_the_fleet_and_the_cli_in() {
     assert!(out.stderr.contains("nope.nk"), "{out}");
 }
 
-/// `fleet stats --json` as task → row.
-async fn stats(url: &str) -> Value {
-    let out = fleet(&[("NATS_URL", url)], &["stats", "--json"]).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    let rows = out.json();
-    let mut by_task = serde_json::Map::new();
-    for row in rows.as_array().cloned().unwrap_or_default() {
-        if let Some(task) = row["task"].as_str() {
-            by_task.insert(task.to_owned(), row.clone());
-        }
-    }
-    Value::Object(by_task)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_count_a_known_backlog_and_dlq_purge_empties_the_dlq() {
     let mut env = TestEnv::start().await;
@@ -323,7 +309,7 @@ async fn stats_count_a_known_backlog_and_dlq_purge_empties_the_dlq() {
     let live = poll_until(WAIT, || {
         let url = url.clone();
         async move {
-            let s = stats(&url).await;
+            let s = stats_by_task(&url).await;
             (s["text.transform"]["workers"].as_u64() >= Some(1)).then_some(s)
         }
     })
@@ -357,7 +343,7 @@ async fn stats_count_a_known_backlog_and_dlq_purge_empties_the_dlq() {
     let backlog = poll_until(Duration::from_secs(30), || {
         let url = url.clone();
         async move {
-            let s = stats(&url).await;
+            let s = stats_by_task(&url).await;
             let row = &s["text.transform"];
             let queued =
                 row["waiting"].as_u64().unwrap_or(0) + row["running"].as_u64().unwrap_or(0);
@@ -365,7 +351,7 @@ async fn stats_count_a_known_backlog_and_dlq_purge_empties_the_dlq() {
         }
     })
     .await;
-    let now = stats(&url).await;
+    let now = stats_by_task(&url).await;
     let backlog = backlog.unwrap_or_else(|| panic!("the backlog of 5 never showed: {now:#}"));
     // Delivered to the killed worker's last pull request, a task counts as running until it
     // is redelivered; either way it is not done.
@@ -389,7 +375,7 @@ async fn stats_count_a_known_backlog_and_dlq_purge_empties_the_dlq() {
     .await;
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(out.json(), json!({"purged": 1}), "{out}");
-    let left = stats(&url).await;
+    let left = stats_by_task(&url).await;
     assert_eq!(left["github.repo_info"]["dead"], 0, "{left:#}");
     assert_eq!(left["unreadable"]["dead"], 1, "only that task's: {left:#}");
 

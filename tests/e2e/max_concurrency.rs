@@ -59,14 +59,7 @@ async fn max_concurrency_holds_across_two_workers() {
             .await;
     }
     // Meanwhile `fleet stats` shows the limit and never more than it running.
-    let stats = env.cli(&["stats", "--json"]).await;
-    assert_eq!(stats.code, Some(0), "{stats}");
-    let rows = stats.json();
-    let row = rows
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["task"] == "github.repo_info"))
-        .unwrap_or_else(|| panic!("a github.repo_info row: {rows:#}"))
-        .clone();
+    let row = env.stats_row("github.repo_info").await;
     assert_eq!(row["max_concurrency"], 2, "{row:#}");
     assert!(row["running"].as_u64().unwrap_or(0) <= 2, "{row:#}");
 

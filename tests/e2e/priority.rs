@@ -73,14 +73,7 @@ async fn a_high_request_starts_ahead_of_a_low_backlog() {
     .expect("the first low task starts");
 
     // `fleet stats` shows the low backlog on its own row of the task.
-    let stats = env.cli(&["stats", "--json"]).await;
-    assert_eq!(stats.code, Some(0), "{stats}");
-    let rows = stats.json();
-    let row = rows
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["task"] == "github.repo_info"))
-        .unwrap_or_else(|| panic!("a github.repo_info row: {rows:#}"))
-        .clone();
+    let row = env.stats_row("github.repo_info").await;
     let low_waiting = row["priorities"]["low"]["waiting"].as_u64().unwrap_or(0)
         + row["priorities"]["low"]["running"].as_u64().unwrap_or(0);
     assert!(low_waiting >= 5, "the low backlog per priority: {row:#}");

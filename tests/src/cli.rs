@@ -80,3 +80,20 @@ pub async fn run_cli(nats_url: &str, args: &[&str]) -> CliOutput {
         },
     }
 }
+
+/// `fleet stats --json` against `nats_url`, as an object of task → row.
+///
+/// # Panics
+///
+/// When the command fails.
+pub async fn stats_by_task(nats_url: &str) -> serde_json::Value {
+    let out = run_cli(nats_url, &["stats", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let mut by_task = serde_json::Map::new();
+    for row in out.json().as_array().cloned().unwrap_or_default() {
+        if let Some(task) = row["task"].as_str() {
+            by_task.insert(task.to_owned(), row.clone());
+        }
+    }
+    serde_json::Value::Object(by_task)
+}

@@ -61,6 +61,18 @@ impl TestEnv {
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
         run_cli(&self.url(), args).await
     }
+
+    /// The row of `task` in `fleet stats --json`.
+    ///
+    /// # Panics
+    ///
+    /// When the command fails or has no row for `task`.
+    pub async fn stats_row(&self, task: &str) -> Value {
+        let rows = crate::cli::stats_by_task(&self.url()).await;
+        rows.get(task)
+            .cloned()
+            .unwrap_or_else(|| panic!("a {task} row: {rows:#}"))
+    }
 }
 
 /// Asserts that `result` has `status` and, unless it succeeded, an error of `kind` with a

@@ -65,7 +65,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cli::{CliOutput, run_cli};
+pub use cli::{CliOutput, run_cli, stats_by_task};
 pub use client::Client;
 pub use dlq::DeadLetter;
 pub use env::{TestEnv, assert_outcome};
