@@ -223,6 +223,16 @@ impl Catalog {
         found
     }
 
+    /// The match that decides `text` by itself: the first certain (not hint) match, when every
+    /// certain match agrees with it on the task and the input; `None` when there is none or
+    /// they disagree.
+    pub fn certain_match(&self, text: &str) -> Option<PatternMatch<'_>> {
+        let mut sure = self.pattern_matches(text).into_iter().filter(|m| !m.hint);
+        let first = sure.next()?;
+        sure.all(|m| m.task == first.task && m.input == first.input)
+            .then_some(first)
+    }
+
     /// Checks that `task` is in the catalog and `input` passes its schema.
     ///
     /// # Errors

@@ -16,13 +16,8 @@ use super::{Decision, FALLBACK_TASK};
 
 /// The decision of certain patterns that agree, if any.
 pub fn certain(text: &str, catalog: &Catalog) -> Option<Decision> {
-    let matches = catalog.pattern_matches(text);
-    let mut sure = matches.iter().filter(|m| !m.hint);
-    let first = sure.next()?;
-    if sure.any(|m| m.task != first.task || m.input != first.input) {
-        return None;
-    }
-    Some(decision(first, "certain pattern"))
+    let first = catalog.certain_match(text)?;
+    Some(decision(&first, "certain pattern"))
 }
 
 /// The patterns' best guess: their first match (certain ones first), else `chat`; `why` says

@@ -26,14 +26,10 @@ fn catalog() -> Catalog {
     catalog
 }
 
-/// What certain patterns that agree decide, else `None`.
+/// What certain patterns that agree decide (`Catalog::certain_match`, the dispatcher's rule),
+/// else `None`.
 fn certain(c: &Catalog, text: &str) -> Option<(String, Value)> {
-    let m = c.pattern_matches(text);
-    let sure: Vec<_> = m.iter().filter(|m| !m.hint).collect();
-    let first = sure.first()?;
-    sure.iter()
-        .all(|m| m.task == first.task && m.input == first.input)
-        .then(|| (first.task.to_owned(), first.input.clone()))
+    c.certain_match(text).map(|m| (m.task.to_owned(), m.input))
 }
 
 /// The best guess: the first certain match, else the first hint.
